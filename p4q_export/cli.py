@@ -1,0 +1,79 @@
+"""The Typer app. Each command lives in p4q_export/commands/<name>.py; this file only registers
+them and turns library errors into exit codes (2 bad input, 1 failed check)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from .commands import _common
+from .errors import CheckFailed, UserError
+
+app = typer.Typer(
+    name="p4q-export",
+    help="P4Q for CLIP: quantize, recover accuracy with learned prompts + a low-bit adapter, "
+    "export INT8 QDQ ONNX / TensorRT, validate against PyTorch, benchmark on CPU, GPU and Jetson.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    json_out: Annotated[bool, typer.Option("--json", help="Every command prints one JSON object on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+) -> None:
+    _common.set_global_json(json_out)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from .commands import bench, build_engine, eval as eval_cmd, export, predict, pretrain, train, validate
+
+    app.command("pretrain")(pretrain.pretrain)
+    app.command("eval")(eval_cmd.eval_command)
+    app.command("train")(train.train)
+    app.command("export")(export.export)
+    app.command("validate")(validate.validate)
+    app.command("build-engine")(build_engine.build_engine)
+    app.command("bench")(bench.bench)
+    app.command("predict")(predict.predict)
+
+
+_register()
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except CheckFailed as exc:
+        print(f"check failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

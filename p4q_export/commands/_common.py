@@ -1,0 +1,29 @@
+"""Shared CLI plumbing: the --json option, output on stdout, options reused across commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Callable, Optional
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout (logs go to stderr).")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="Dataset SPEC: fashion-mnist[:DIR], mnist, digits, imagefolder:DIR, coop:DIR.")]
+
+_global_json = False
+
+
+def set_global_json(value: bool) -> None:
+    global _global_json
+    _global_json = value
+
+
+def emit(result: dict, as_json: bool, human: Optional[Callable[[dict], str]] = None) -> None:
+    """JSON (one object) on stdout when asked; otherwise a human summary on stdout."""
+    if as_json or _global_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        text = human(result) if human else json.dumps(result, indent=2, default=str)
+        sys.stdout.write(text.rstrip() + "\n")
+    sys.stdout.flush()

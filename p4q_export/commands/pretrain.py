@@ -1,0 +1,28 @@
+"""`pretrain`: the small test-bed CLIP, from scratch on real offline data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..config import PretrainRecipe, load_recipe
+from ._common import JsonOpt, emit
+
+
+def pretrain(
+    out: Annotated[Path, typer.Option("--out", help="Output directory (open_clip-loadable: config + weights + manifest).")],
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-pretrain.yaml.")] = None,
+    set_: Annotated[Optional[List[str]], typer.Option("--set", help="Override a recipe key: --set epochs=1.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if OUT already holds this recipe's model.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Pretrain a small CLIP from scratch with caption templates (reuses OUT if it matches the recipe)."""
+    from ..models.pretrain import cached_pretrain
+
+    r = load_recipe(recipe, set_, PretrainRecipe)
+    manifest, reused = cached_pretrain(r, out, force=force)
+    result = {"out": str(out), "reused": reused, "seconds": manifest["seconds"], "accuracy": manifest["accuracy"]}
+    emit(result, json_out, lambda d: f"{'reused' if reused else 'wrote'} {out}: zero-shot "
+         + ", ".join(f"{k} top-1 {v['top1']:.4f}" for k, v in d["accuracy"].items()))

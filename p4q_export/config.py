@@ -1,0 +1,163 @@
+"""Recipes: YAML files + `--set key=value` overrides, checked against a dataclass schema.
+
+Every recipe kind is a flat dataclass; unknown keys and values of the wrong type are user errors,
+so a typo in a recipe never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class PretrainRecipe:
+    """Pretraining the small test-bed CLIP from scratch (offline demo and tests)."""
+
+    model: str = "p4q-testbed"  # a JSON model config shipped in p4q_export/models/configs
+    data: str = "fashion-mnist"  # a SPEC, or several joined by '+' (e.g. fashion-mnist+mnist)
+    epochs: float = 2.0
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.1
+    flip: bool = True
+    seed: int = 0
+    threads: int = 0  # 0 = torch default
+
+
+@dataclasses.dataclass
+class TrainRecipe:
+    """P4Q (or the FP CoOp baseline) on top of a (quantized) CLIP."""
+
+    model: str = "p4q-testbed"
+    data: str = "fashion-mnist"
+    method: str = "p4q"  # p4q | coop
+    shots: int = 16
+    seed: int = 1
+    seeds: list = dataclasses.field(default_factory=list)  # several seeds -> mean ± std
+    # quantization (PTQ of the towers)
+    profile: str = "trt"  # trt | ort-x86 | paper
+    bits: str = "8/8"  # W/A
+    quantize_text: bool = False
+    weight_observer: str = "minmax"
+    act_observer: str = "minmax"
+    calib_images: int = 1280
+    calib_seed: int = 0
+    # prompt learner
+    n_ctx: int = 16
+    ctx_init: str = ""  # e.g. "a photo of a"; empty = random init std 0.02
+    class_token_position: str = "end"  # end | middle | front
+    csc: bool = False  # class-specific context
+    # QAdapter
+    adapter: bool = True
+    adapter_reduction: int = 4
+    adapter_ratio: float = 0.2
+    adapter_bits: int = 8
+    # loss
+    distill: str = "official"  # official | kl | none
+    distill_weight: float = 1.0
+    temperature: float = 1.0
+    # optimisation
+    epochs: int = 50
+    batch_size: int = 128
+    prompt_lr: float = 3.2e-3
+    prompt_optimizer: str = "sgd"  # sgd | adamw
+    adapter_lr: float = 1e-3
+    adapter_eps: float = 1e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+    flip: bool = True
+    augment_views: int = 2  # cached feature views per image (original + flips)
+    cache_features: bool = True
+    eval_split: str = "test"
+    eval_limit: int = 0  # 0 = whole split
+    threads: int = 0
+
+
+RECIPE_KINDS: dict[str, type] = {"pretrain": PretrainRecipe, "train": TrainRecipe}
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Check/convert one value to the field's declared type, or raise a UserError naming the key."""
+    target = {"str": str, "int": int, "float": float, "bool": bool, "list": list}.get(
+        annotation if isinstance(annotation, str) else getattr(annotation, "__name__", ""), None
+    )
+    if target is None:
+        return value
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if target is list and not isinstance(value, list):
+        value = [value]
+    if target is int and isinstance(value, bool) or not isinstance(value, target):
+        raise UserError(f"recipe key '{name}' must be {target.__name__}, got {value!r}")
+    return value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`key=value` strings -> dict; values are parsed as YAML scalars (so 8 is int, true is bool)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--set expects key=value, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        # "8/8" and SPECs stay strings; YAML would read "4/4" as a string anyway
+        out[key.strip()] = value
+    return out
+
+
+def build_recipe(cls: type[T], values: dict[str, Any], source: str = "recipe") -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(
+            f"unknown key(s) in {source}: {', '.join(unknown)} (known: {', '.join(sorted(fields))})"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(k, v, hints.get(k, fields[k].type)) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None, cls: type[T]) -> T:
+    """Read a YAML recipe (optional) and apply `--set` overrides on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"recipe not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"recipe {p} must be a mapping of key: value")
+        values.update(loaded)
+    values.update(parse_overrides(overrides))
+    return build_recipe(cls, values, source=str(path) if path else "--set")
+
+
+def recipe_dict(recipe: Any) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def recipe_hash(recipe: Any) -> str:
+    blob = json.dumps(recipe_dict(recipe), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()

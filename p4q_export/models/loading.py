@@ -1,0 +1,128 @@
+"""Load a CLIP from an open_clip name (+ pretrained tag), a local checkpoint file or directory, or
+one of the project's own JSON model configs (registered with open_clip, as open_clip does)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.preprocess import TensorPreprocess
+from ..errors import UserError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_pytorch_model.bin"
+_registered = False
+
+
+def register_project_configs() -> None:
+    """Make `p4q-testbed` etc. known to open_clip.create_model by name."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    preprocess: TensorPreprocess
+    name: str  # open_clip model name (architecture)
+    source: str  # what the user gave
+    model_cfg: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "source": self.source, "model_cfg": self.model_cfg}
+
+
+def _read_dir_config(path: Path) -> dict:
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise UserError(f"{path} is not a model directory (no {CONFIG_FILE})")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{cfg_path} is not valid JSON: {exc}") from None
+    if "model_cfg" not in cfg:
+        raise UserError(f"{cfg_path} has no 'model_cfg'")
+    return cfg
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """Reject a truncated or foreign file with a clear message before open_clip sees it."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / non-pickle files
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"{path} holds no model weights")
+
+
+def load_model(spec: str, device: str = "cpu") -> LoadedModel:
+    """`spec`: DIR (open_clip_config.json + weights), FILE (with open_clip_config.json beside it),
+    NAME (random weights), NAME:TAG (open_clip pretrained tag) or NAME:FILE."""
+    import open_clip
+
+    register_project_configs()
+    p = Path(spec)
+    name_for_tokenizer: str
+    try:
+        if p.is_dir():
+            cfg = _read_dir_config(p)
+            weights = p / WEIGHTS_FILE
+            if weights.exists():
+                _check_checkpoint_file(weights)
+            model = open_clip.create_model(f"local-dir:{p}", device=device)
+            name = cfg.get("model_name", p.name)
+            model_cfg = cfg["model_cfg"]
+            name_for_tokenizer = f"local-dir:{p}"
+        elif p.suffix in (".pt", ".pth", ".bin", ".safetensors") or p.exists():
+            if not p.is_file():
+                raise UserError(f"model checkpoint not found: {p}")
+            cfg = _read_dir_config(p.parent)
+            _check_checkpoint_file(p)
+            name = cfg.get("model_name") or "p4q-testbed"
+            model = open_clip.create_model(name, pretrained=None, device=device)
+            open_clip.load_checkpoint(model, str(p), weights_only=True)
+            model_cfg = cfg["model_cfg"]
+            name_for_tokenizer = f"local-dir:{p.parent}"
+        else:
+            name, _, tag = spec.partition(":")
+            if name not in open_clip.list_models():
+                if "/" in spec or spec.startswith("."):
+                    raise UserError(f"model path not found: {spec}")
+                raise UserError(f"unknown model '{name}' (not a path and not an open_clip model name)")
+            if tag and (Path(tag).is_file() or "/" in tag):
+                if not Path(tag).is_file():
+                    raise UserError(f"model checkpoint not found: {tag}")
+                _check_checkpoint_file(Path(tag))
+            model = open_clip.create_model(name, pretrained=tag or None, device=device, weights_only=True)
+            model_cfg = open_clip.get_model_config(name) or {}
+            name_for_tokenizer = name
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, FileNotFoundError, KeyError) as exc:
+        msg = str(exc).splitlines()[0][:200]
+        if "download" in msg.lower() or "hub" in msg.lower():
+            msg += " (pretrained weights need the internet; pass a local checkpoint instead)"
+        raise UserError(f"cannot load model '{spec}': {msg}") from None
+    logging.getLogger(__name__).debug("loaded %s", spec)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name_for_tokenizer)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        preprocess=TensorPreprocess.from_model(model),
+        name=name,
+        source=spec,
+        model_cfg=model_cfg,
+    )

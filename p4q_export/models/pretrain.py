@@ -1,0 +1,190 @@
+"""Pretrain the small test-bed CLIP from scratch on real offline data with caption templates.
+
+Loss: the symmetric CLIP contrastive loss, except that every caption of an image's class counts as
+a positive (the batch holds ~25 images per class, so one-to-one pairs would mostly be false
+negatives). Image->text is cross-entropy over one sampled caption per class; text->image spreads
+the target uniformly over the images of that class.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import PretrainRecipe, recipe_dict, recipe_hash
+from ..data import load_dataset, preprocess_dataset, templates_for
+from ..errors import UserError
+from ..manifest import file_sha256, versions, write_json_atomic
+from ..progress import log, progress_iter
+from .loading import CONFIG_DIR, CONFIG_FILE, WEIGHTS_FILE, load_model, register_project_configs
+from .zeroshot import encode_images, topk_accuracy, zero_shot_classifier
+
+
+@dataclass
+class _Pool:
+    """Images of all pretraining datasets, labels made global across datasets."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_captions: list[list[str]]  # per global class: its caption variants
+    datasets: list[dict]
+
+
+def _build_pool(recipe: PretrainRecipe, prep) -> _Pool:
+    images, labels, captions, infos = [], [], [], []
+    for spec in recipe.data.split("+"):
+        ds = load_dataset(spec.strip(), split="train")
+        offset = len(captions)
+        images.append(preprocess_dataset(ds, prep))
+        labels.append(torch.from_numpy(ds.labels) + offset)
+        tmpl = templates_for(ds.name)
+        captions += [[t.format(c) for t in tmpl] for c in ds.classnames]
+        infos.append({"spec": spec.strip(), "name": ds.name, "n_train": len(ds), "classes": ds.classnames})
+    return _Pool(torch.cat(images), torch.cat(labels), captions, infos)
+
+
+def class_aware_clip_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """img [B,D], txt [C,D] (both normalized, one caption per class), labels [B] in 0..C-1."""
+    logits = scale * img @ txt.T  # [B, C]
+    i2t = F.cross_entropy(logits, labels)
+    present = torch.unique(labels)
+    pos = (labels[None, :] == present[:, None]).float()  # [P, B]
+    target = pos / pos.sum(dim=1, keepdim=True)
+    t2i = -(target * F.log_softmax(logits.T[present], dim=1)).sum(dim=1).mean()
+    return (i2t + t2i) / 2
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
+    """Train and write an open_clip-loadable directory atomically (tmp dir, then rename)."""
+    import open_clip
+
+    out_dir = Path(out_dir)
+    register_project_configs()
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    if recipe.model not in open_clip.list_models():
+        raise UserError(f"unknown model config '{recipe.model}'")
+    model = open_clip.create_model(recipe.model, pretrained=None)
+    tokenizer = open_clip.get_tokenizer(recipe.model)
+    from ..data.preprocess import TensorPreprocess
+
+    prep = TensorPreprocess.from_model(model)
+    t0 = time.time()
+    pool = _build_pool(recipe, prep)
+    n = len(pool.labels)
+    steps_per_epoch = n // recipe.batch_size
+    total = max(1, int(round(recipe.epochs * steps_per_epoch)))
+    tokens = [tokenizer(caps) for caps in pool.class_captions]  # per class: [T, ctx]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    warmup = int(recipe.warmup_fraction * total)
+    log(f"pretraining {recipe.model} on {recipe.data}: {n} images, {total} steps of {recipe.batch_size}")
+    model.train()
+    order = rng.permutation(n)
+    cursor, losses = 0, []
+    for step in progress_iter(range(total), desc="pretrain"):
+        if cursor + recipe.batch_size > n:
+            order, cursor = rng.permutation(n), 0
+        idx = torch.from_numpy(order[cursor : cursor + recipe.batch_size])
+        cursor += recipe.batch_size
+        x, y = pool.images[idx], pool.labels[idx]
+        if recipe.flip:
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        choice = rng.integers(0, len(tokens[0]), size=len(tokens))
+        text = torch.stack([tokens[c][choice[c]] for c in range(len(tokens))])
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, total, recipe.lr, warmup)
+        img = F.normalize(model.encode_image(x), dim=-1)
+        txt = F.normalize(model.encode_text(text), dim=-1)
+        loss = class_aware_clip_loss(img, txt, y, model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        if (step + 1) % 50 == 0:
+            log(f"  step {step + 1}/{total} loss {np.mean(losses[-50:]):.4f}")
+    model.eval()
+    seconds = time.time() - t0
+
+    # Zero-shot accuracy on each dataset's test split, recorded in the manifest.
+    accuracy = {}
+    for info in pool.datasets:
+        test = load_dataset(info["spec"], split="test")
+        feats = encode_images(model, preprocess_dataset(test, prep), desc=f"eval {info['name']}")
+        cls = zero_shot_classifier(model, tokenizer, test.classnames, templates_for(test.name))
+        accuracy[info["name"]] = topk_accuracy(feats @ cls.T, torch.from_numpy(test.labels)).as_dict()
+        log(f"  zero-shot {info['name']} test top-1 {accuracy[info['name']]['top1']:.4f}")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+        model_cfg = json.loads((CONFIG_DIR / f"{recipe.model}.json").read_text())
+        config = {
+            "model_name": recipe.model,
+            "model_cfg": model_cfg,
+            "preprocess_cfg": {"mean": list(prep.mean), "std": list(prep.std), "interpolation": prep.interpolation},
+        }
+        write_json_atomic(tmp / CONFIG_FILE, config)
+        manifest = {
+            "kind": "p4q-export/pretrained-model",
+            "recipe": recipe_dict(recipe),
+            "recipe_sha256": recipe_hash(recipe),
+            "datasets": pool.datasets,
+            "steps": total,
+            "final_loss": float(np.mean(losses[-20:])),
+            "seconds": round(seconds, 1),
+            "accuracy": accuracy,
+            "versions": versions(),
+            "files": {f: file_sha256(tmp / f) for f in (WEIGHTS_FILE, CONFIG_FILE)},
+        }
+        write_json_atomic(tmp / "manifest.json", manifest)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.replace(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def cached_pretrain(recipe: PretrainRecipe, out_dir: Path | str, force: bool = False) -> tuple[dict, bool]:
+    """Reuse `out_dir` when it holds a model pretrained from the very same recipe."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.json"
+    if not force and manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            manifest = {}
+        if manifest.get("recipe_sha256") == recipe_hash(recipe) and (out_dir / WEIGHTS_FILE).is_file():
+            load_model(str(out_dir))  # fails loudly on a damaged cache
+            return manifest, True
+    return pretrain(recipe, out_dir), False

@@ -1,0 +1,29 @@
+"""The cached test-bed model: pretrained once per recipe, reused by `make demo` and the tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import PretrainRecipe, load_recipe, recipe_hash
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RECIPE = REPO_ROOT / "recipes" / "testbed-pretrain.yaml"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("P4Q_CACHE", Path.home() / ".cache" / "p4q-export"))
+
+
+def testbed_dir(recipe: PretrainRecipe) -> Path:
+    return cache_root() / f"testbed-{recipe_hash(recipe)[:12]}"
+
+
+def ensure_testbed(recipe_path: Path | str = DEFAULT_RECIPE) -> Path:
+    """Path of the pretrained test-bed model, pretraining it first if this recipe has no cache."""
+    from .pretrain import cached_pretrain
+
+    recipe = load_recipe(recipe_path, None, PretrainRecipe)
+    out = testbed_dir(recipe)
+    cached_pretrain(recipe, out)
+    return out

@@ -1,0 +1,48 @@
+"""Shared fixtures. The pretrained test-bed model is built once per recipe and cached under
+$P4Q_CACHE (default ~/.cache/p4q-export), so only the first run on a machine pays for it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("P4Q_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def testbed_model() -> Path:
+    """Directory of the pretrained test-bed CLIP (open_clip config + weights + manifest)."""
+    from p4q_export.models.testbed import ensure_testbed
+
+    return ensure_testbed()
+
+
+def run_cli(*args: str, check: bool = False, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess (stdout = JSON, stderr = logs)."""
+    full_env = dict(os.environ, P4Q_NO_PROGRESS="1", **(env or {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "p4q_export.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=REPO,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"p4q-export {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli
