@@ -38,11 +38,11 @@ class PretrainRecipe:
 
 @dataclasses.dataclass
 class TrainRecipe:
-    """P4Q (or the FP CoOp baseline) on top of a (quantized) CLIP."""
+    """P4Q (or the FP CoOp baseline) on top of a (quantized) CLIP. See p4q_export/p4q/."""
 
     model: str = "p4q-testbed"
     data: str = "fashion-mnist"
-    method: str = "p4q"  # p4q | coop
+    method: str = "p4q"  # p4q | coop (FP learnable prompts: no quantization, adapter, distillation)
     shots: int = 16
     seed: int = 1
     seeds: list = dataclasses.field(default_factory=list)  # several seeds -> mean ± std
@@ -56,7 +56,7 @@ class TrainRecipe:
     calib_seed: int = 0
     # prompt learner
     n_ctx: int = 16
-    ctx_init: str = ""  # e.g. "a photo of a"; empty = random init std 0.02
+    ctx_init: str = ""  # e.g. "a photo of a" (sets n_ctx); empty = random init std 0.02
     class_token_position: str = "end"  # end | middle | front
     csc: bool = False  # class-specific context
     # QAdapter
@@ -65,23 +65,23 @@ class TrainRecipe:
     adapter_ratio: float = 0.2
     adapter_bits: int = 8
     # loss
-    distill: str = "official"  # official | kl | none
+    distill: str = "official"  # official | kl | none (see p4q_export/p4q/losses.py)
     distill_weight: float = 1.0
-    temperature: float = 1.0
-    # optimisation
+    temperature: float = 1.0  # kl only
+    # optimisation (official P4Q: SGD 3.2e-3 cosine per iteration; adapter AdamW 1e-3 eps 1e-4)
     epochs: int = 50
     batch_size: int = 128
-    prompt_lr: float = 3.2e-3
     prompt_optimizer: str = "sgd"  # sgd | adamw
+    prompt_lr: float = 3.2e-3
+    weight_decay: float = 5e-4  # prompts
+    warmup_epochs: int = 0  # prompts: linear warmup before the cosine
     adapter_lr: float = 1e-3
     adapter_eps: float = 1e-4
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 0
-    flip: bool = True
-    augment_views: int = 2  # cached feature views per image (original + flips)
-    cache_features: bool = True
+    adapter_weight_decay: float = 0.01
+    flip: bool = True  # horizontal flips: two cached views per image
+    cache_features: bool = True  # false = run the frozen towers every step (to measure the speed-up)
     eval_split: str = "test"
-    eval_limit: int = 0  # 0 = whole split
+    eval_limit: int = 0  # 0 = whole split; else a fixed sample of this many images
     threads: int = 0
 
 

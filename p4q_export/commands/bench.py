@@ -1,16 +1,52 @@
-"""`bench` command (placeholder until its issue lands)."""
+"""`bench`: latency and throughput of a bundle on this machine or on a remote one over SSH."""
 
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UserError
+from ._common import JsonOpt, emit
 
 
 def bench(
-    args: Annotated[Optional[List[str]], typer.Argument(help="Not built yet.")] = None,
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `p4q-export export`).")],
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or jetson.")] = "cpu",
+    host: Annotated[Optional[str], typer.Option("--host", help="Run on USER@HOST over SSH (the bundle is copied there).")] = None,
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, e.g. 1,8,32.")] = "1,8,32",
+    iterations: Annotated[int, typer.Option("--iterations", help="Timed iterations per batch size.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up iterations per batch size.")] = 3,
+    backends: Annotated[Optional[str], typer.Option("--backends", help="Only these, e.g. ort/int8,ort/fp32,torch/fp32 (torch/int8, the fake-quant reference, is opt-in).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime intra-op threads (default: ORT's choice).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report directory (default BUNDLE/bench).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="SSH port.")] = None,
+    identity: Annotated[Optional[Path], typer.Option("--identity", help="SSH private key file.")] = None,
+    known_hosts: Annotated[Optional[Path], typer.Option("--known-hosts", help="known_hosts file (new host keys are accepted and recorded there).")] = None,
+    connect_timeout: Annotated[int, typer.Option("--connect-timeout", help="SSH connect timeout in seconds.")] = 10,
+    remote_command: Annotated[str, typer.Option("--remote-command", help="p4q-export executable on the remote host.")] = "p4q-export",
+    remote_dir: Annotated[Optional[str], typer.Option("--remote-dir", help="Where bundles go on the remote host (relative = under its $HOME).")] = None,
+    build_engines: Annotated[bool, typer.Option("--build-engines/--no-build-engines", help="Build missing TensorRT engines here first (GPU devices).")] = True,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Not built yet."""
-    raise UserError("'bench' is not built yet in this version of p4q-export")
+    """Benchmark every backend/precision available: p50/p90/p99 latency and throughput per batch."""
+    from ..bench.report import markdown_table, write_report
+    from ..bench.run import BenchRequest, parse_backends, parse_batches, run_bench
+
+    batches = parse_batches(batch)
+    parse_backends(backends)  # reject typos before any ssh or model work
+    if host:
+        from ..bench.remote import SshTarget, remote_bench
+
+        target = SshTarget(host, port=port, identity=str(identity) if identity else None,
+                           known_hosts=str(known_hosts) if known_hosts else None, connect_timeout=connect_timeout)
+        report = remote_bench(target, bundle, device, batches, iterations, warmup, remote_cmd=remote_command, backends=backends,
+                              **({"remote_root": remote_dir} if remote_dir else {}))
+    else:
+        report = run_bench(BenchRequest(bundle=bundle, device=device, batches=batches, iterations=iterations, warmup=warmup,
+                                        backends=parse_backends(backends), threads=threads, build_engines=build_engines))
+    report["report_files"] = write_report(report, out or bundle / "bench")
+    table = markdown_table(report)
+    print(table, file=sys.stderr)
+    emit(report, json_out, lambda r: table)

@@ -1,16 +1,72 @@
-"""`train` command (placeholder until its issue lands)."""
+"""`train`: P4Q (learned prompts + QAdapter on a PTQ CLIP) or the FP CoOp baseline.
+
+Resumes from RUN/checkpoint.pt when it exists (same command after an interruption); runs under
+`torchrun --nproc_per_node N` unchanged (rank 0 prints and writes).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
+from ..config import TrainRecipe, load_recipe
 from ..errors import UserError
+from ._common import JsonOpt, emit
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise UserError(f"--seeds expects integers joined by commas (e.g. 1,2,3), got '{text}'") from None
+    if not seeds:
+        raise UserError("--seeds is empty")
+    return seeds
+
+
+def _human(d: dict) -> str:
+    acc = d["accuracy"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    trained = d.get("trained_mean_std", pct(acc.get("trained")))
+    return (f"{d['method']}: trained top-1 {trained} (FP zero-shot {pct(acc.get('fp_zeroshot'))}, "
+            f"PTQ zero-shot {pct(acc.get('ptq_zeroshot'))}) on {d['n_eval']} {d['eval_split']} images, "
+            f"{d['seconds']:.1f}s -> {d['out']}")
 
 
 def train(
-    args: Annotated[Optional[List[str]], typer.Argument(help="Not built yet.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run directory: checkpoint.pt, metrics.json, run.json.")],
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-p4q-w8a8.yaml.")] = None,
+    set_: Annotated[Optional[List[str]], typer.Option("--set", help="Override a recipe key: --set epochs=10.")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="p4q (default) or coop (FP learnable prompts).")] = None,
+    shots: Annotated[Optional[int], typer.Option("--shots", help="Training images per class.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Few-shot sample and initialisation seed.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Several seeds, e.g. 1,2,3: reported as mean ± std.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start over instead of resuming from OUT's checkpoint.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Not built yet."""
-    raise UserError("'train' is not built yet in this version of p4q-export")
+    """Train P4Q prompts + QAdapter on a quantized CLIP (or CoOp on the FP one); resumes after interruptions."""
+    from ..p4q.distributed import shutdown_distributed
+    from ..p4q.trainer import train_run
+
+    overrides = list(set_ or [])
+    if method is not None:
+        overrides.append(f"method={method}")
+    if shots is not None:
+        overrides.append(f"shots={shots}")
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    r = load_recipe(recipe, overrides, TrainRecipe)
+    if seeds is not None:
+        r.seeds = _parse_seeds(seeds)
+    try:
+        metrics = train_run(r, out, force=force)
+    finally:
+        shutdown_distributed()
+    if metrics is None:  # a non-zero torchrun rank: rank 0 reports
+        return
+    emit({**metrics, "out": str(out)}, json_out, _human)

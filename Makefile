@@ -1,0 +1,39 @@
+# p4q-export: `make demo` and `make test` are the two commands a newcomer needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/p4q-export
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+# System packages: the offline Fashion-MNIST (Debian) and OpenSSH (the remote-bench test runs a real sshd).
+$(STAMP): pyproject.toml
+	@if [ ! -f $(FASHION) ] || ! command -v /usr/sbin/sshd >/dev/null; then \
+		echo "installing system packages (dataset-fashion-mnist, openssh)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist openssh-server openssh-client >/dev/null; \
+	fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+test: setup
+	$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)
+
+bench: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.make_bench
+
+lint: setup
+	$(VENV)/bin/ruff check p4q_export tests
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: timing, device probes (CPU, Jetson), tegrastats, remote runs over SSH, reports."""

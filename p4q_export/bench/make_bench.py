@@ -1,0 +1,81 @@
+"""`make bench`: ViT-B-32 (random weights) and the test-bed bundle on this CPU; prints the ratio
+table INT8 vs FP32 vs eager and checks the CPU acceptance bars at batch 1.
+
+    python -m p4q_export.bench.make_bench [--iterations N] [--batch 1,8] [--only vit|testbed]
+
+Bundles are exported once into $P4Q_CACHE/bench-bundles/ and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..models.testbed import cache_root
+from .report import markdown_table, speedups, write_report
+from .run import BenchRequest, parse_batches, run_bench
+
+BACKENDS = ["torch/fp32", "ort/fp32", "ort/int8", "ort-exact/int8"]
+BARS = {"× vs ORT FP32": 1.5, "× vs eager": 2.5}  # ORT INT8 (fast) at batch 1, from the issue
+
+
+def _export(source: str, out: Path) -> Path:
+    if (out / "manifest.json").is_file():
+        return out
+    print(f"exporting {source} -> {out} (first run only)", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "p4q_export.cli", "export", source, "--data", "fashion-mnist", "--profile", "ort-x86", "--out", str(out)]
+    proc = subprocess.run(cmd, env=dict(os.environ, P4Q_NO_PROGRESS="1"))
+    if proc.returncode != 0:
+        raise SystemExit(f"export of {source} failed (exit {proc.returncode})")
+    return out
+
+
+def bundles(only: str | None) -> dict[str, Path]:
+    root = cache_root() / "bench-bundles"
+    chosen = {}
+    if only in (None, "vit"):
+        chosen["ViT-B-32 (random weights)"] = _export("ViT-B-32", root / "vit-b-32-ort-x86")
+    if only in (None, "testbed"):
+        from ..models.testbed import ensure_testbed
+
+        chosen["test-bed CLIP"] = _export(str(ensure_testbed()), root / "testbed-ort-x86")
+    return chosen
+
+
+def acceptance(report: dict) -> list[str]:
+    lines = []
+    for row in speedups(report):
+        if (row["backend"], row["precision"], row["batch"]) == ("ort", "int8", 1):
+            for label, bar in BARS.items():
+                got = row.get(label)
+                verdict = "n/a" if got is None else ("PASS" if got >= bar else "FAIL")
+                lines.append(f"ORT INT8 batch 1 {label}: {got if got is not None else '–'} (bar {bar}×) {verdict}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--only", choices=["vit", "testbed"])
+    args = ap.parse_args(argv)
+    failed = False
+    for name, bundle in bundles(args.only).items():
+        report = run_bench(BenchRequest(bundle=bundle, device="cpu", batches=parse_batches(args.batch),
+                                        iterations=args.iterations, warmup=args.warmup, backends=BACKENDS))
+        files = write_report(report, bundle / "bench")
+        print(f"\n## {name}\n")
+        print(markdown_table(report))
+        for line in acceptance(report):
+            print(line)
+            failed |= line.endswith("FAIL") and name.startswith("ViT")
+        print(f"report: {files['markdown']}  plot: {files.get('plot')}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""tegrastats: parse its one-line samples and sample it in the background while benchmarking.
+
+The line format differs between Jetson generations and JetPack releases, e.g.
+  Nano (JetPack 4):        ... GR3D_FREQ 0%@76 ... POM_5V_IN 1750/1628 POM_5V_GPU 0/0 POM_5V_CPU 366/406
+  Xavier NX (JetPack 4):   ... VDD_IN 6140/5510 VDD_CPU_GPU_CV 2706/2119 VDD_SOC 1074/1051
+  Xavier NX (JetPack 5):   07-09-2024 13:31:31 ... GR3D_FREQ 0%@[114] ... VDD_IN 2763mW/2846mW ...
+  Orin Nano (JetPack 6):   ... GR3D_FREQ 63%@[621] ... tj@53.968C ... VDD_IN 12479mW/12479mW ...
+  AGX Orin (JetPack 5/6):  ... GR3D_FREQ 0%@[0,0] ... VDD_GPU_SOC 2399mW/2399mW VDD_CPU_CV 400mW/400mW VIN_SYS_5V0 4032mW/4032mW ...
+Rails are "NAME current/average" with or without the mW unit. Recorded real lines are in
+tests/data/tegrastats/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Module input power, in the order we trust it: VDD_IN (Xavier, Orin NX/Nano) and POM_5V_IN
+# (Nano, TX2) are the board's input rail; AGX Orin reports no input rail, so we sum its rails.
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
+
+_TIMESTAMP = re.compile(r"^(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s")
+_RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
+_SWAP = re.compile(r"\bSWAP (\d+)/(\d+)MB")
+_CPU = re.compile(r"\bCPU \[([^\]]*)\]")
+_CPU_CORE = re.compile(r"(\d+)%@(\d+)")
+_GPU = re.compile(r"\bGR3D_FREQ (\d+)%(?:@\[?([\d,]+)\]?)?")
+_EMC = re.compile(r"\bEMC_FREQ (\d+)%(?:@(\d+))?")
+_TEMP = re.compile(r"\b([A-Za-z][A-Za-z0-9_]*)@(-?\d+(?:\.\d+)?)C\b")
+# POM_/VDD_/VDDQ_/VIN_/NC names only, so "RAM 2246/3964MB" never matches.
+_RAIL = re.compile(r"\b((?:POM|VDDQ?|VIN)_[A-Z0-9_]+|NC) (\d+)(?:mW)?/(\d+)(?:mW)?\b")
+
+
+@dataclass
+class TegrastatsSample:
+    time: float  # monotonic seconds when the line was read (0 for parsed text)
+    timestamp: Optional[str] = None  # tegrastats' own wall-clock stamp (JetPack 5+)
+    ram_used_mb: Optional[int] = None
+    ram_total_mb: Optional[int] = None
+    swap_used_mb: Optional[int] = None
+    cpu_percent: list = field(default_factory=list)  # per online core
+    cpu_mhz: list = field(default_factory=list)
+    gpu_percent: Optional[int] = None
+    gpu_mhz: Optional[int] = None
+    emc_percent: Optional[int] = None
+    temperatures_c: dict = field(default_factory=dict)
+    rails_mw: dict = field(default_factory=dict)  # name -> (current, average)
+
+    @property
+    def input_power_mw(self) -> Optional[float]:
+        """Board input power: VDD_IN / POM_5V_IN, else the sum of all rails (AGX Orin)."""
+        for name in INPUT_RAILS:
+            if name in self.rails_mw:
+                return float(self.rails_mw[name][0])
+        if self.rails_mw:
+            return float(sum(cur for name, (cur, _avg) in self.rails_mw.items() if name != "NC"))
+        return None
+
+    @property
+    def input_rail(self) -> Optional[str]:
+        for name in INPUT_RAILS:
+            if name in self.rails_mw:
+                return name
+        return "sum of rails" if self.rails_mw else None
+
+
+def parse_line(line: str, now: float = 0.0) -> Optional[TegrastatsSample]:
+    """One tegrastats line -> sample; None for lines that are not samples (warnings, blanks)."""
+    if "RAM " not in line and not _RAIL.search(line):
+        return None
+    s = TegrastatsSample(time=now)
+    if m := _TIMESTAMP.match(line):
+        s.timestamp = m.group(1)
+    if m := _RAM.search(line):
+        s.ram_used_mb, s.ram_total_mb = int(m.group(1)), int(m.group(2))
+    if m := _SWAP.search(line):
+        s.swap_used_mb = int(m.group(1))
+    if m := _CPU.search(line):
+        for core in m.group(1).split(","):  # "off" cores are skipped
+            if c := _CPU_CORE.search(core):
+                s.cpu_percent.append(int(c.group(1)))
+                s.cpu_mhz.append(int(c.group(2)))
+    if m := _GPU.search(line):
+        s.gpu_percent = int(m.group(1))
+        if m.group(2):
+            s.gpu_mhz = max(int(v) for v in m.group(2).split(",") if v)
+    if m := _EMC.search(line):
+        s.emc_percent = int(m.group(1))
+    # Temperatures "name@42.5C"; -256C marks an absent sensor (AGX Orin's CV/GPU zones).
+    s.temperatures_c = {n: float(v) for n, v in _TEMP.findall(line) if float(v) > -100}
+    s.rails_mw = {n: (int(cur), int(avg)) for n, cur, avg in _RAIL.findall(line) if n != "NC"}
+    return s
+
+
+def parse_text(text: str) -> list[TegrastatsSample]:
+    return [s for s in (parse_line(line) for line in text.splitlines()) if s is not None]
+
+
+def mean_input_power_w(samples: list[TegrastatsSample]) -> Optional[float]:
+    powers = [s.input_power_mw for s in samples if s.input_power_mw is not None]
+    return sum(powers) / len(powers) / 1000.0 if powers else None
+
+
+def images_per_joule(images: int, seconds: float, samples: list[TegrastatsSample]) -> Optional[float]:
+    """Images per joule of board input energy over a timed window (mean power × time)."""
+    watts = mean_input_power_w(samples)
+    if not watts or seconds <= 0:
+        return None
+    return images / (watts * seconds)
+
+
+class TegrastatsSampler:
+    """`tegrastats --interval N` in a subprocess, read on a thread; samples are timestamped with
+    time.monotonic() so a benchmark can take the samples inside its own timed window."""
+
+    def __init__(self, interval_ms: int = 100, command: str = "tegrastats"):
+        self.interval_ms = interval_ms
+        self.command = command
+        self.samples: list[TegrastatsSample] = []
+        self._proc: Optional[subprocess.Popen] = None
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def available(command: str = "tegrastats") -> bool:
+        return shutil.which(command) is not None
+
+    def __enter__(self) -> "TegrastatsSampler":
+        self._proc = subprocess.Popen([self.command, "--interval", str(self.interval_ms)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            sample = parse_line(line, time.monotonic())
+            if sample is not None:
+                with self._lock:
+                    self.samples.append(sample)
+
+    def between(self, start: float, end: float) -> list[TegrastatsSample]:
+        with self._lock:
+            return [s for s in self.samples if start <= s.time <= end]
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+

@@ -1,0 +1,33 @@
+"""`eval`: top-1/top-5 of FP zero-shot, PTQ zero-shot, a trained run, or an exported bundle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import DataOpt, JsonOpt, emit
+
+
+def eval_command(
+    target: Annotated[str, typer.Argument(help="MODEL (open_clip name[:tag], checkpoint file or dir), a RUN dir, or a BUNDLE dir.")],
+    data: DataOpt = None,
+    zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Zero-shot with template ensembling (the default for a MODEL).")] = False,
+    quant: Annotated[Optional[str], typer.Option("--quant", help="PTQ profile: trt, ort-x86 or paper.")] = None,
+    bits: Annotated[Optional[str], typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4, 3/3.")] = None,
+    quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize the text tower too.")] = False,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="torch (reference; default for models and runs), ort, ort-exact (default for bundles) or trt.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Evaluate on a fixed subset of N test images (0 = all).")] = 0,
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant.")] = 1280,
+    json_out: JsonOpt = False,
+) -> None:
+    """Top-1/top-5 accuracy on the test split of --data."""
+    from ..evaluate import EvalRequest, evaluate
+
+    result = evaluate(
+        EvalRequest(
+            target=target, data=data, zero_shot=zero_shot, quant=quant, bits=bits,
+            quantize_text=quantize_text, backend=backend, limit=limit, calib_images=calib_images,
+        )
+    )
+    emit(result, json_out, lambda r: f"{r.get('mode', 'eval')} on {r.get('data')}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (n={r['n']}, {r['backend']})")

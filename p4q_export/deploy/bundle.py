@@ -1,0 +1,153 @@
+"""Bundles: a directory with model.onnx, reference.pt, classnames.txt and manifest.json (SHA-256 of
+every file). Written into a temp dir beside the target and renamed into place, so a failed export
+leaves nothing; hashes are verified before anything in a bundle is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import UserError
+from ..manifest import file_sha256, write_json_atomic
+
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+REFERENCE_FILE = "reference.pt"
+CLASSNAMES_FILE = "classnames.txt"
+VALIDATION_FILE = "validation.json"
+FORMAT = "p4q-bundle/1"
+# Files the bundle may gain after export without being part of the hashed set.
+UNHASHED = {MANIFEST, VALIDATION_FILE}
+
+
+def hash_files(root: Path) -> dict:
+    files = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel not in UNHASHED:
+            files[rel] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+    return files
+
+
+def write_bundle(out: Path, write_files: Callable[[Path], dict], force: bool = False) -> dict:
+    """`write_files(staging_dir)` writes the payload and returns the manifest (without `files`).
+    Adds file hashes, writes manifest.json, then renames the staging dir onto `out`."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise UserError(f"{out} already exists and is not empty (pass --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        manifest = write_files(staging)
+        manifest["files"] = hash_files(staging)
+        write_json_atomic(staging / MANIFEST, manifest)
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(staging, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_FILE
+
+    @property
+    def reference_path(self) -> Path:
+        return self.path / REFERENCE_FILE
+
+    @property
+    def classnames(self) -> list[str]:
+        return list(self.manifest["classnames"])
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.manifest["preprocessing"]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.preprocessing["image_size"])
+
+    @property
+    def uint8_input(self) -> bool:
+        return bool(self.preprocessing.get("folded_into_graph", False))
+
+    @property
+    def input_name(self) -> str:
+        return self.manifest["inputs"][0]["name"]
+
+    @property
+    def profile(self) -> str:
+        return self.manifest["profile"]["name"]
+
+    @property
+    def thresholds(self) -> dict:
+        return dict(self.manifest.get("validation_thresholds", {}))
+
+    def tensor_preprocess(self):
+        """The data-side preprocessing (resize/crop always; normalize unless folded into the graph)."""
+        from ..data.preprocess import TensorPreprocess
+
+        p = self.preprocessing
+        return TensorPreprocess(image_size=int(p["image_size"]), mean=tuple(p["mean"]), std=tuple(p["std"]), interpolation=p.get("interpolation", "bicubic"))
+
+
+def verify_files(path: Path, manifest: dict) -> None:
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or ONNX_FILE not in listed:
+        raise UserError(f"{path / MANIFEST} lists no files (not a p4q-export bundle?)")
+    for rel, entry in listed.items():
+        f = path / rel
+        if not f.is_file():
+            raise UserError(f"bundle {path} is incomplete: {rel} is missing")
+        if f.stat().st_size != entry.get("bytes", f.stat().st_size) or file_sha256(f) != entry["sha256"]:
+            raise UserError(f"bundle {path}: {rel} was changed after export (SHA-256 mismatch with manifest.json)")
+
+
+def load_bundle(path: Path | str, verify: bool = True) -> Bundle:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"bundle not found: {path}")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise UserError(f"{path} is not a bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{mpath} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{mpath} is not a {FORMAT} manifest")
+    if verify:
+        verify_files(path, manifest)
+    return Bundle(path=path, manifest=manifest)
+
+
+def add_file_to_manifest(bundle: Bundle, rel: str, extra_key: str | None = None, extra: dict | None = None) -> dict:
+    """Hash a file added after export (e.g. a TensorRT engine) into manifest.json, atomically.
+    `extra_key`/`extra` add metadata under manifest[extra_key][rel]."""
+    f = bundle.path / rel
+    m = dict(bundle.manifest)
+    m["files"] = dict(m["files"], **{rel: {"sha256": file_sha256(f), "bytes": f.stat().st_size}})
+    if extra_key:
+        m[extra_key] = dict(m.get(extra_key, {}), **{rel: extra or {}})
+    m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json_atomic(bundle.path / MANIFEST, m)
+    bundle.manifest = m
+    return m

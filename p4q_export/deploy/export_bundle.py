@@ -1,0 +1,128 @@
+"""`export` end to end: fold → QDQ ONNX → TensorRT lint → reference.pt → manifest, all into a
+staging dir renamed into place only when every step succeeded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..errors import UserError
+from ..manifest import versions
+from ..progress import log
+from . import bundle as B
+from .export_onnx import OPSET, export_onnx, io_spec
+from .fold import FoldedModel, fold_model, fold_run
+from .trt_lint import check_trt_compatible
+
+DEFAULT_THRESHOLDS = {"cosine_min": 0.999, "top1_agreement_min": 0.99}
+
+
+def fold_source(source: str, profile: str | None, data: str | None, calib_images: int, uint8_input: bool,
+                with_embedding: bool, calibration_dir: Path) -> FoldedModel:
+    if _is_run(Path(source)):
+        return fold_run(source, profile, uint8_input=uint8_input, with_embedding=with_embedding)
+    return fold_model(source, data, profile, calib_images=calib_images, uint8_input=uint8_input,
+                      with_embedding=with_embedding, calibration_dir=calibration_dir)
+
+
+def _is_run(path: Path) -> bool:
+    try:
+        from ..p4q.run import is_run_dir
+    except ImportError:  # training not installed in this build: only bare models can be exported
+        return False
+    return path.is_dir() and is_run_dir(path)
+
+
+def _expected_layers(folded: FoldedModel) -> int:
+    from ..quant import quant_layers
+
+    return len(quant_layers(folded.module))
+
+
+def _manifest(folded: FoldedModel, report, expected_layers: int, started: float, uint8_input: bool, with_embedding: bool) -> dict:
+    cfg = folded.reference_config
+    inputs, outputs = io_spec(folded.preprocess.image_size, uint8_input, cfg["num_classes"], cfg["embed_dim"], with_embedding)
+    preprocessing = dict(folded.preprocess.as_dict(), folded_into_graph=bool(uint8_input))
+    return {
+        "format": B.FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": folded.model_info,
+        "source": folded.source_kind,
+        "data": folded.data,
+        "recipe": folded.recipe,
+        "profile": folded.profile.as_dict(),
+        "classnames": folded.classnames,
+        "preprocessing": preprocessing,
+        "inputs": inputs,
+        "outputs": outputs,
+        "onnx": {"file": B.ONNX_FILE, "opset": OPSET, "quantized_layers": len(report.quantized_layers),
+                 "qdq_pairs": report.qdq_pairs, "trt_lint": "passed",
+                 "weight_form": "fp32 initializer -> QuantizeLinear -> DequantizeLinear (per-channel axis 0)"},
+        "reference": {"file": B.REFERENCE_FILE, "config": cfg},
+        "accuracy": folded.accuracy,
+        "ptq": folded.ptq_info,
+        "validation_thresholds": dict(DEFAULT_THRESHOLDS),
+        "versions": versions(),
+        "export_seconds": round(time.time() - started, 2),
+    }
+
+
+def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = 1280,
+                  uint8_input: bool = False, with_embedding: bool = False, force: bool = False) -> dict:
+    started = time.time()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise UserError(f"{out} already exists and is not empty (pass --force to replace it)")
+    if calib_images < 1:
+        raise UserError("--calib-images must be at least 1")
+    log(f"folding {source} ...")
+    calib_tmp = Path(tempfile.mkdtemp(prefix=".p4q-calib-", dir=out.parent if out.parent.exists() else None))
+    try:
+        folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp)
+        return _write(folded, out, calib_tmp, started, uint8_input, with_embedding, force)
+    finally:
+        shutil.rmtree(calib_tmp, ignore_errors=True)
+
+
+def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint8_input: bool, with_embedding: bool, force: bool) -> dict:
+    expected = _expected_layers(folded)
+
+    def write(staging: Path) -> dict:
+        log(f"[{time.time() - started:.0f}s] exporting ONNX (opset {OPSET}, profile {folded.profile.name}) ...")
+        meta = {"p4q_export.profile": folded.profile.name, "p4q_export.classnames": json.dumps(folded.classnames)}
+        model = export_onnx(folded.module, staging / B.ONNX_FILE, folded.preprocess.image_size, uint8_input, with_embedding, meta)
+        log(f"[{time.time() - started:.0f}s] checking TensorRT compatibility ...")
+        report = check_trt_compatible(model, expected_layers=expected)
+        log(f"[{time.time() - started:.0f}s] writing reference.pt and manifest ...")
+        del model
+        torch.save(folded.module.state_dict(), staging / B.REFERENCE_FILE)
+        (staging / B.CLASSNAMES_FILE).write_text("\n".join(folded.classnames) + "\n")
+        for f in calib_dir.glob("*"):  # the calibration image list, for reproducibility
+            shutil.copy(f, staging / f"calibration-{f.name}")
+        return _manifest(folded, report, expected, started, uint8_input, with_embedding)
+
+    manifest = B.write_bundle(out, write, force=force)
+    return {
+        "out": str(out),
+        "profile": manifest["profile"]["name"],
+        "source": manifest["source"],
+        "classes": len(manifest["classnames"]),
+        "quantized_layers": manifest["onnx"]["quantized_layers"],
+        "qdq_pairs": manifest["onnx"]["qdq_pairs"],
+        "uint8_input": uint8_input,
+        "files": {k: v["bytes"] for k, v in manifest["files"].items()},
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def load_onnx_checked(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError etc. on a truncated file
+        raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None

@@ -1,0 +1,67 @@
+"""Graph surgery on QDQ models: `strip_qdq` gives the FP32 twin of an exported graph so benchmarks
+time ORT FP32 on exactly the same network (same ops, same weights, no quantization)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def _dequantized_initializer(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
+    q = q.astype(np.float32)
+    zp = np.zeros_like(scale) if zp is None else zp.astype(np.float32)
+    if scale.size > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return ((q - zp) * scale).astype(np.float32)
+
+
+def strip_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop every Q→DQ pair (consumers read the float tensor the Q read) and replace DQ of an INT8
+    initializer by the dequantized float initializer. Returns a new model; the input is untouched."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    rename: dict[str, str] = {}
+    new_inits = []
+    drop = set()
+    for n in g.node:
+        if n.op_type != "DequantizeLinear":
+            continue
+        src = producer.get(n.input[0])
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        if src is not None and src.op_type == "QuantizeLinear":
+            rename[n.output[0]] = src.input[0]
+            drop.update({id(n), id(src)})
+        elif n.input[0] in inits:
+            zp = numpy_helper.to_array(inits[n.input[2]]) if len(n.input) > 2 and n.input[2] in inits else None
+            w = _dequantized_initializer(numpy_helper.to_array(inits[n.input[0]]), numpy_helper.to_array(inits[n.input[1]]), zp, axis)
+            name = n.output[0] + "_fp32"
+            new_inits.append(numpy_helper.from_array(w, name))
+            rename[n.output[0]] = name
+            drop.add(id(n))
+    # Resolve chains (a Q reading another DQ's output) before rewiring.
+    def resolve(name: str) -> str:
+        while name in rename:
+            name = rename[name]
+        return name
+
+    kept = [n for n in g.node if id(n) not in drop]
+    for n in kept:
+        for i, name in enumerate(n.input):
+            n.input[i] = resolve(name)
+    outputs = {o.name for o in g.output}
+    for name in outputs & set(rename):
+        kept.append(helper.make_node("Identity", [resolve(name)], [name]))
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input} | outputs
+    keep_inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    return out

@@ -1,0 +1,103 @@
+"""Accuracy of whatever `eval` is pointed at: a MODEL (FP or PTQ zero-shot), a trained RUN, or an
+exported BUNDLE. One entry point so the CLI stays a thin shell."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import load_dataset, parse_spec, preprocess_dataset, templates_for
+from .errors import UserError
+from .models import load_model
+from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
+
+
+@dataclass
+class EvalRequest:
+    target: str
+    data: str | None = None
+    zero_shot: bool = False
+    quant: str | None = None
+    bits: str | None = None
+    quantize_text: bool = False
+    backend: str | None = None  # None: torch for models and runs, ort-exact for bundles
+    limit: int = 0
+    calib_images: int = 1280
+    calib_seed: int = 0
+
+
+def _limited(ds, limit: int):
+    """A fixed, class-balanced-by-construction subset: every k-th image (deterministic)."""
+    if limit and limit < len(ds):
+        step = len(ds) / limit
+        return ds.subset([int(i * step) for i in range(limit)])
+    return ds
+
+
+def _is_bundle(path: Path) -> bool:
+    mf = path / "manifest.json"
+    if not (path.is_dir() and mf.is_file() and (path / "model.onnx").exists()):
+        return False
+    return True
+
+
+def evaluate(req: EvalRequest) -> dict:
+    if req.data:
+        parse_spec(req.data)  # fail on a bad SPEC before loading anything
+    target = Path(req.target)
+    if _is_bundle(target):
+        from .runtime.validate import evaluate_bundle
+
+        return evaluate_bundle(target, req.data, backend=req.backend or "ort-exact", limit=req.limit or None)
+    from .p4q.run import is_run_dir
+
+    if target.is_dir() and is_run_dir(target):
+        return _evaluate_run(target, req)
+    if req.backend not in (None, "torch"):
+        raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
+    return _evaluate_model(req)
+
+
+def _evaluate_model(req: EvalRequest) -> dict:
+    if not req.data:
+        raise UserError("eval of a model needs --data SPEC")
+    loaded = load_model(req.target)
+    test = _limited(load_dataset(req.data, split="test"), req.limit)
+    model = loaded.model
+    mode = "fp_zeroshot"
+    info: dict = {}
+    if req.quant:
+        from .quant import get_profile
+        from .quant.ptq import build_ptq_model
+
+        profile = get_profile(req.quant, req.bits)
+        calib = load_dataset(req.data, split="train")
+        model, info = build_ptq_model(
+            loaded, profile, req.quantize_text, calib, n_calib=req.calib_images, seed=req.calib_seed
+        )
+        mode = "ptq_zeroshot"
+    elif req.bits:
+        raise UserError("--bits needs --quant PROFILE")
+    classifier = zero_shot_classifier(model, loaded.tokenizer, test.classnames, templates_for(test.name))
+    feats = encode_images(model, preprocess_dataset(test, loaded.preprocess), desc=f"eval {test.name}")
+    acc = topk_accuracy(feats @ classifier.T, torch.from_numpy(test.labels))
+    out = {**acc.as_dict(), "backend": "torch", "mode": mode, "target": req.target, "data": req.data}
+    if info:
+        out["quantization"] = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, dict, list))}
+    return out
+
+
+def _evaluate_run(run_dir: Path, req: EvalRequest) -> dict:
+    from .p4q.run import load_run
+
+    run = load_run(run_dir)
+    data = req.data or run.recipe.data
+    test = _limited(load_dataset(data, split="test"), req.limit)
+    images = preprocess_dataset(test, run.loaded.preprocess)
+    with torch.no_grad():
+        logits = torch.cat([run.logits(images[i : i + 500]) for i in range(0, len(images), 500)])
+    acc = topk_accuracy(logits, torch.from_numpy(test.labels))
+    return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data}

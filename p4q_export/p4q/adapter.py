@@ -1,0 +1,71 @@
+"""QAdapter (official P4Q): a bottleneck MLP on the image feature, mixed into it residually.
+
+    f' = normalize(ratio · out_fc(relu(in_fc(f))) + (1 − ratio) · f)
+
+in_fc is d → d/reduction (with bias), out_fc d/reduction → d. With a quantization profile both
+layers are QuantLinear with their own bits (8-bit weights and activations by default). As in the
+official code the adapter trains in full precision and is calibrated on the training features
+afterwards (`calibrate`), which fixes its activation ranges and switches its quantization on.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def feature_dim(model: nn.Module) -> int:
+    """Width of the CLIP embedding the adapter works on (the image tower's output)."""
+    dim = getattr(model.visual, "output_dim", None)
+    if dim is None:
+        proj = model.text_projection
+        dim = proj.out_features if isinstance(proj, nn.Module) else proj.shape[1]
+    return int(dim)
+
+
+class QAdapter(nn.Module):
+    def __init__(self, dim: int, reduction: int = 4, ratio: float = 0.2, profile=None, bits: int = 8):
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        in_fc, out_fc = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        if profile is not None:
+            from ..quant import QuantLinear
+
+            in_fc = QuantLinear.from_linear(in_fc, profile, w_bits=bits, a_bits=bits)
+            out_fc = QuantLinear.from_linear(out_fc, profile, w_bits=bits, a_bits=bits)
+        self.fc = nn.Sequential(OrderedDict([("in_fc", in_fc), ("relu", nn.ReLU()), ("out_fc", out_fc)]))
+        self.ratio = ratio
+        self.quantized = profile is not None
+
+    def quantizers(self) -> list[nn.Module]:
+        from ..quant import FakeQuantizer
+
+        return [m for m in self.modules() if isinstance(m, FakeQuantizer)]
+
+    def set_quantization(self, enabled: bool) -> None:
+        for q in self.quantizers():
+            q.enabled = enabled
+
+    @torch.no_grad()
+    def calibrate(self, features: torch.Tensor) -> None:
+        """Observe the layers' inputs on `features` (raw image features), fix their scales from
+        the current weights, and switch quantization on."""
+        if not self.quantized:
+            return
+        layers = [self.fc.in_fc, self.fc.out_fc]
+        for layer in layers:
+            layer.calibrate_weight()
+            layer.input_quantizer.reset_observer()
+            layer.input_quantizer.calibrating = True
+        self.set_quantization(True)
+        self.fc(features)
+        for layer in layers:
+            layer.input_quantizer.finalize()
+            layer.input_quantizer.calibrating = False
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mixed = self.ratio * self.fc(features) + (1.0 - self.ratio) * features
+        return F.normalize(mixed, dim=-1)

@@ -1,0 +1,107 @@
+"""Features of the frozen towers, cached once per (image, view) — or computed every step.
+
+The quantized image tower and the FP teacher never change during P4Q training, so their outputs
+for a given image and augmentation are constants. With horizontal flips as the only augmentation
+there are two views per image (0 = original, 1 = mirrored); the cache stores both, and an epoch
+only runs the prompt path and the adapter. `OnTheFlyFeatures` computes the same numbers from the
+images each step (recipe `cache_features: false`), which is what makes the speed-up measurable
+and lets a test check that both give the same losses.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def teacher_context(model: nn.Module):
+    """The FP teacher: the same module with fake quantization switched off."""
+    from ..quant import quantization_disabled
+
+    return quantization_disabled(model)
+
+
+def apply_views(images: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Mirror the images whose view is 1 (horizontal flip); view 0 is the image as is."""
+    flipped = views.view(-1, 1, 1, 1).bool()
+    return torch.where(flipped, images.flip(-1), images)
+
+
+@torch.no_grad()
+def tower_features(model: nn.Module, images: torch.Tensor, teacher: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(raw student image features, normalized teacher features or None) for one batch."""
+    student = model.encode_image(images).float()
+    if not teacher:
+        return student, None
+    with teacher_context(model):
+        t = model.encode_image(images).float()
+    return student, F.normalize(t, dim=-1)
+
+
+class CachedFeatures:
+    """Both views of every training image through both frozen towers, computed once."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, n_views: int, teacher: bool, batch_size: int = 256):
+        students, teachers = [], []
+        for view in range(n_views):
+            s_chunks, t_chunks = [], []
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size]
+                views = torch.full((len(batch),), view, dtype=torch.long)
+                s, t = tower_features(model, apply_views(batch, views), teacher)
+                s_chunks.append(s)
+                t_chunks.append(t)
+            students.append(torch.cat(s_chunks))
+            teachers.append(torch.cat(t_chunks) if teacher else None)
+        self.student = torch.stack(students)  # [V, N, D] raw
+        self.teacher = torch.stack(teachers) if teacher else None  # [V, N, D] normalized
+
+    def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s = self.student[views, indices]
+        t = self.teacher[views, indices] if self.teacher is not None else None
+        return s, t
+
+
+class OnTheFlyFeatures:
+    """The uncached path: run both frozen towers on the (flipped) images of every batch."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, teacher: bool):
+        self.model, self.images, self.teacher = model, images, teacher
+
+    def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return tower_features(self.model, apply_views(self.images[indices], views), self.teacher)
+
+
+@dataclass
+class EvalFeatures:
+    """Test-split features, computed once and shared by every seed: raw quantized-tower features
+    (the adapter needs them unnormalized) and normalized FP features."""
+
+    student: torch.Tensor
+    fp: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def eval_features(model: nn.Module, images: torch.Tensor, labels, quantized: bool, batch_size: int = 500) -> EvalFeatures:
+    from ..progress import progress_iter
+
+    s_chunks, f_chunks = [], []
+    for start in progress_iter(range(0, len(images), batch_size), desc="encoding test split"):
+        batch = images[start : start + batch_size]
+        s = model.encode_image(batch).float()
+        s_chunks.append(s)
+        if quantized:
+            with teacher_context(model):
+                f_chunks.append(F.normalize(model.encode_image(batch).float(), dim=-1))
+        else:
+            f_chunks.append(F.normalize(s, dim=-1))
+    return EvalFeatures(torch.cat(s_chunks), torch.cat(f_chunks), torch.as_tensor(labels))
+
+
+def fp_context(model: nn.Module, quantized: bool):
+    return teacher_context(model) if quantized else nullcontext()

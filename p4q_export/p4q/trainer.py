@@ -1,0 +1,632 @@
+"""The P4Q / CoOp training loop: few-shot data, PTQ model, cached features, checkpoints, resume,
+torchrun sharding and the metrics a run reports.
+
+One training step (P4Q):
+    text    = normalize(text tower(prompt learner()))            learnable ctx, quantized text path
+    image   = adapter(cached quantized image feature of (image, view))
+    student = logit_scale · image @ text.T
+    teacher = logit_scale · cached FP image feature @ FP zero-shot classifier.T
+    loss    = CE(student, y) + λ · distill(student, teacher)
+CoOp is the same loop on the FP model with no adapter and no distillation.
+
+Determinism: epoch e shuffles and picks flips with a generator seeded by (seed, e), and both
+learning-rate schedules are closed-form functions of the global step, so a run resumed from its
+last checkpoint walks the same path as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import TrainRecipe, recipe_dict, recipe_hash
+from ..errors import UserError
+from ..progress import log, progress_iter
+from .adapter import QAdapter, feature_dim
+from .distributed import DistContext, init_distributed
+from .features import CachedFeatures, EvalFeatures, OnTheFlyFeatures, eval_features
+from .losses import DISTILL_FORMS, p4q_loss
+from .prompt_learner import PromptLearner, class_embeddings
+
+METHODS = ("p4q", "coop")
+# keys that change how a run is scheduled or scored, not what it learns: a resume may differ in them
+RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "p4q-export/checkpoint-1"
+
+
+# --- setup shared by every seed ---------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything that does not depend on the few-shot seed: the (quantized) model, the FP
+    teacher's text classifier, the test-split features and the zero-shot baselines."""
+
+    recipe: TrainRecipe
+    loaded: object  # LoadedModel
+    model: nn.Module  # quantized CLIP for p4q, the FP CLIP for coop
+    quantized: bool
+    profile: object | None
+    ptq_info: dict
+    classnames: list[str]
+    train_ds: object  # ImageDataset (full train split; few-shot subsets are drawn per seed)
+    teacher_text: torch.Tensor | None  # [C, D] FP zero-shot classifier (p4q only)
+    eval: EvalFeatures | None  # rank 0 only
+    zero_shot: dict = field(default_factory=dict)  # fp_zeroshot / ptq_zeroshot accuracies
+    zero_shot_top5: dict = field(default_factory=dict)
+
+
+def check_recipe(r: TrainRecipe) -> None:
+    if r.method not in METHODS:
+        raise UserError(f"method must be one of {', '.join(METHODS)}, got '{r.method}'")
+    if r.distill not in DISTILL_FORMS:
+        raise UserError(f"distill must be one of {', '.join(DISTILL_FORMS)}, got '{r.distill}'")
+    if r.prompt_optimizer not in ("sgd", "adamw"):
+        raise UserError(f"prompt_optimizer must be sgd or adamw, got '{r.prompt_optimizer}'")
+    for name in ("epochs", "batch_size", "shots"):
+        if getattr(r, name) <= 0:
+            raise UserError(f"{name} must be positive, got {getattr(r, name)}")
+    if r.temperature <= 0:
+        raise UserError(f"temperature must be positive, got {r.temperature}")
+    if not 0.0 <= r.adapter_ratio <= 1.0:
+        raise UserError(f"adapter_ratio must be within [0, 1], got {r.adapter_ratio}")
+    if r.eval_split not in ("train", "test"):
+        raise UserError(f"eval_split must be train or test, got '{r.eval_split}'")
+
+
+def eval_subset(n: int, limit: int) -> np.ndarray:
+    """A fixed (seed 0) sample of the evaluation split, so every run scores the same images."""
+    if limit <= 0 or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    from ..models.zeroshot import topk_accuracy
+
+    acc = topk_accuracy(logits, labels)
+    return acc.top1, acc.top5
+
+
+def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: bool = True) -> Prepared:
+    """Load the model and data, quantize (p4q), and score FP / PTQ zero-shot on the test split."""
+    from ..data import load_dataset, preprocess_dataset, templates_for
+    from ..models import load_model
+    from ..models.zeroshot import zero_shot_classifier
+
+    check_recipe(recipe)
+    if recipe.threads > 0:
+        torch.set_num_threads(recipe.threads)
+    loaded = load_model(recipe.model)
+    for p in loaded.model.parameters():
+        p.requires_grad_(False)
+    train_ds = load_dataset(recipe.data, "train")
+    classnames = list(train_ds.classnames)
+    templates = templates_for(train_ds.name)
+    fp_text = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates)
+
+    quantized = recipe.method == "p4q"
+    model, profile, info = loaded.model, None, {}
+    if quantized:
+        from ..quant import get_profile
+        from ..quant.ptq import build_ptq_model
+
+        profile = get_profile(recipe.profile, recipe.bits, w_observer=recipe.weight_observer, a_observer=recipe.act_observer)
+        log(f"quantizing {loaded.name} ({recipe.profile} W{recipe.bits.replace('/', 'A')}, text {'on' if recipe.quantize_text else 'off'})")
+        # only rank 0 writes into the run; the others calibrate identically into a scratch dir
+        calib_dir = out_dir / "calibration" if dist.is_main else Path(tempfile.mkdtemp(prefix="p4q-calib-"))
+        model, info = build_ptq_model(
+            loaded, profile, quantize_text=recipe.quantize_text, calib=train_ds,
+            n_calib=recipe.calib_images, seed=recipe.calib_seed, calibration_dir=calib_dir,
+        )
+        if not dist.is_main:
+            shutil.rmtree(calib_dir, ignore_errors=True)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+    prepared = Prepared(
+        recipe=recipe, loaded=loaded, model=model, quantized=quantized, profile=profile,
+        ptq_info=dict(info or {}), classnames=classnames, train_ds=train_ds,
+        teacher_text=fp_text if quantized else None, eval=None,
+    )
+    if evaluate and dist.is_main:
+        test_ds = load_dataset(recipe.data, recipe.eval_split)
+        test_ds = test_ds.subset(eval_subset(len(test_ds), recipe.eval_limit))
+        images = preprocess_dataset(test_ds, loaded.preprocess)
+        prepared.eval = eval_features(model, images, test_ds.labels, quantized)
+        scale = model.logit_scale.exp().item()
+        top1, top5 = accuracy(scale * prepared.eval.fp @ fp_text.T, prepared.eval.labels)
+        prepared.zero_shot["fp_zeroshot"], prepared.zero_shot_top5["fp_zeroshot"] = top1, top5
+        if quantized:
+            ptq_text = zero_shot_classifier(model, loaded.tokenizer, classnames, templates)
+            top1, top5 = accuracy(scale * F.normalize(prepared.eval.student, dim=-1) @ ptq_text.T, prepared.eval.labels)
+        else:
+            top1 = top5 = None
+        prepared.zero_shot["ptq_zeroshot"], prepared.zero_shot_top5["ptq_zeroshot"] = top1, top5
+        log(f"zero-shot top-1 on {len(test_ds)} {recipe.eval_split} images: FP {prepared.zero_shot['fp_zeroshot']:.4f}"
+            + (f", PTQ {top1:.4f}" if top1 is not None else ""))
+    return prepared
+
+
+# --- the trainable parts ----------------------------------------------------------------------
+
+
+@dataclass
+class Learner:
+    prompt_learner: PromptLearner
+    adapter: QAdapter | None
+
+    def modules(self) -> list[nn.Module]:
+        return [self.prompt_learner] + ([self.adapter] if self.adapter is not None else [])
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules() for p in m.parameters()]
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules():
+            m.train(mode)
+
+
+def build_learner(recipe: TrainRecipe, model: nn.Module, tokenizer, classnames, profile, seed: int) -> Learner:
+    """Prompts and adapter initialised from `seed` alone (independent of the global RNG)."""
+    pl = PromptLearner(
+        model, tokenizer, classnames, n_ctx=recipe.n_ctx, ctx_init=recipe.ctx_init,
+        class_token_position=recipe.class_token_position, csc=recipe.csc,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    adapter = None
+    if recipe.method == "p4q" and recipe.adapter:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            adapter = QAdapter(feature_dim(model), recipe.adapter_reduction, recipe.adapter_ratio, profile=profile, bits=recipe.adapter_bits)
+        adapter.set_quantization(False)  # trains in FP; calibrated and switched on after training
+    return Learner(pl, adapter)
+
+
+def make_optimizers(recipe: TrainRecipe, learner: Learner) -> dict[str, torch.optim.Optimizer]:
+    ctx = [learner.prompt_learner.ctx]
+    if recipe.prompt_optimizer == "sgd":
+        opt_prompt = torch.optim.SGD(ctx, lr=recipe.prompt_lr, weight_decay=recipe.weight_decay)
+    else:
+        opt_prompt = torch.optim.AdamW(ctx, lr=recipe.prompt_lr, weight_decay=recipe.weight_decay)
+    opts = {"prompt": opt_prompt}
+    if learner.adapter is not None:
+        opts["adapter"] = torch.optim.AdamW(
+            learner.adapter.parameters(), lr=recipe.adapter_lr, eps=recipe.adapter_eps,
+            weight_decay=recipe.adapter_weight_decay,
+        )
+    return opts
+
+
+def prompt_lr(recipe: TrainRecipe, step: int, total: int) -> float:
+    """The official cosine-per-iteration schedule (final lr = lr·1e-3), optional linear warmup."""
+    warmup = min(recipe.warmup_epochs * max(1, total // recipe.epochs), total - 1)
+    lr, final = recipe.prompt_lr, recipe.prompt_lr * 1e-3
+    if step < warmup:
+        return lr * (step + 1) / (warmup + 1)
+    t, span = step - warmup, total - warmup
+    return final + 0.5 * (lr - final) * (1 + math.cos(math.pi * t / span))
+
+
+def adapter_lr(recipe: TrainRecipe, step: int, total: int) -> float:
+    """CosineAnnealingLR(T_max = all iterations) in closed form, as the official adapter uses."""
+    return 0.5 * recipe.adapter_lr * (1 + math.cos(math.pi * step / total))
+
+
+# --- one step ---------------------------------------------------------------------------------
+
+
+def batch_loss(prep: Prepared, learner: Learner, student_raw, teacher_feat, labels, global_batch: int):
+    """Loss of one (shard of a) batch, normalized by the global batch size."""
+    recipe = prep.recipe
+    scale = prep.model.logit_scale.exp().detach()
+    text = class_embeddings(prep.model, learner.prompt_learner)
+    image = learner.adapter(student_raw) if learner.adapter is not None else F.normalize(student_raw, dim=-1)
+    student_logits = scale * image @ text.T
+    teacher_logits = None
+    if prep.teacher_text is not None and teacher_feat is not None:
+        teacher_logits = scale * teacher_feat @ prep.teacher_text.T
+    return p4q_loss(
+        student_logits, labels, teacher_logits, form=recipe.distill if recipe.method == "p4q" else "none",
+        weight=recipe.distill_weight, temperature=recipe.temperature, batch_size=global_batch,
+    )
+
+
+def epoch_order(seed: int, epoch: int, n: int, n_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(permutation, view per image) of epoch `epoch`, a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    perm = torch.randperm(n, generator=g)
+    views = torch.randint(0, n_views, (n,), generator=g)
+    return perm, views
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: write a temporary file beside it, fsync, rename (a kill never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / foreign files raise several types
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a p4q-export training checkpoint")
+    return state
+
+
+def training_state(recipe: TrainRecipe, seed: int, epoch: int, learner: Learner, opts, history, done: bool) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "recipe_hash": recipe_hash(recipe),
+        "recipe": recipe_dict(recipe),
+        "seed": int(seed),
+        "epoch": int(epoch),  # completed epochs
+        "done": bool(done),
+        "prompt_learner": learner.prompt_learner.state_dict(),
+        "adapter": learner.adapter.state_dict() if learner.adapter is not None else {},
+        "optimizers": {k: o.state_dict() for k, o in opts.items()},
+        "rng": {"torch": torch.get_rng_state(), "numpy": np_rng_state()},
+        "history": history,
+    }
+
+
+def np_rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def set_np_rng_state(state: dict) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
+
+
+# --- training one seed ------------------------------------------------------------------------
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    top1: float | None
+    top5: float | None
+    history: list
+    train_seconds: float
+    resumed_from: int
+    learner: Learner
+    cache_seconds: float = 0.0  # building the feature cache (0 when uncached)
+    epoch_seconds: list = field(default_factory=list)  # wall time of each epoch trained here
+
+
+def run_for_seed_key(recipe: TrainRecipe, seed: int) -> str:
+    """Identity of a run: the recipe without its seed bookkeeping, plus this seed."""
+    d = recipe_dict(recipe)
+    for name in RUN_NEUTRAL_KEYS:
+        d.pop(name, None)
+    d["seed"] = int(seed)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def few_shot_data(prep: Prepared, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from ..data import few_shot_indices, preprocess_dataset
+
+    idx = few_shot_indices(prep.train_ds.labels, prep.recipe.shots, seed)
+    subset = prep.train_ds.subset(idx)
+    return preprocess_dataset(subset, prep.loaded.preprocess), torch.as_tensor(subset.labels)
+
+
+def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, max_epochs: int | None = None,
+               cache_features: bool | None = None, resume: bool = True, evaluate: bool = True) -> SeedResult:
+    """Train (or resume) one seed in `run_dir`; checkpoint every epoch (rank 0)."""
+    recipe = prep.recipe
+    cache = recipe.cache_features if cache_features is None else cache_features
+    images, labels = few_shot_data(prep, seed)
+    learner = build_learner(recipe, prep.model, prep.loaded.tokenizer, prep.classnames, prep.profile, seed)
+    opts = make_optimizers(recipe, learner)
+    ckpt_path = run_dir / CHECKPOINT
+    key = run_for_seed_key(recipe, seed)
+    history: list = []
+    start_epoch = 0
+    if resume and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        if state.get("run_key") != key:
+            raise UserError(f"{run_dir} holds a run of a different recipe or seed; use another --out or --force")
+        learner.prompt_learner.load_state_dict(state["prompt_learner"])
+        if learner.adapter is not None:
+            learner.adapter.load_state_dict(state["adapter"])
+        for k, o in opts.items():
+            o.load_state_dict(state["optimizers"][k])
+        torch.set_rng_state(state["rng"]["torch"])
+        set_np_rng_state(state["rng"]["numpy"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        if state.get("done") and learner.adapter is not None:
+            learner.adapter.set_quantization(True)
+        log(f"seed {seed}: resuming after epoch {start_epoch}/{recipe.epochs} from {ckpt_path}")
+
+    n_views = 2 if recipe.flip else 1
+    teacher = prep.teacher_text is not None
+    epochs = recipe.epochs if max_epochs is None else min(recipe.epochs, max_epochs)
+    steps_per_epoch = math.ceil(len(labels) / recipe.batch_size)
+    total_steps = recipe.epochs * steps_per_epoch
+    params = learner.parameters()
+    t0 = time.perf_counter()
+    cache_seconds, epoch_seconds = 0.0, []
+    if start_epoch < epochs:
+        features = (CachedFeatures(prep.model, images, n_views, teacher) if cache
+                    else OnTheFlyFeatures(prep.model, images, teacher))
+        if cache:
+            cache_seconds = time.perf_counter() - t0
+            log(f"seed {seed}: cached {n_views}×{len(labels)} image features in {cache_seconds:.1f}s")
+        for epoch in progress_iter(range(start_epoch, epochs), desc=f"training seed {seed}", total=epochs - start_epoch):
+            t_epoch = time.perf_counter()
+            learner.train(True)
+            perm, views = epoch_order(seed, epoch, len(labels), n_views)
+            step_losses, sums = [], {"loss": 0.0, "ce": 0.0, "distill": 0.0}
+            for s in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + s
+                batch = perm[s * recipe.batch_size : (s + 1) * recipe.batch_size]
+                mine = dist.shard(batch)
+                opts["prompt"].param_groups[0]["lr"] = prompt_lr(recipe, step, total_steps)
+                if "adapter" in opts:
+                    opts["adapter"].param_groups[0]["lr"] = adapter_lr(recipe, step, total_steps)
+                for o in opts.values():
+                    o.zero_grad(set_to_none=False)
+                if len(mine):
+                    s_raw, t_feat = features.lookup(mine, views[mine])
+                    loss, parts = batch_loss(prep, learner, s_raw, t_feat, labels[mine], len(batch))
+                    loss.backward()
+                    parts_t = torch.stack([loss.detach(), parts["ce"], parts["distill"]])
+                else:
+                    parts_t = torch.zeros(3)
+                dist.all_reduce_grads(params)
+                for o in opts.values():
+                    o.step()
+                parts_t = dist.sum(parts_t)
+                step_losses.append(float(parts_t[0]))
+                for name, value in zip(("loss", "ce", "distill"), parts_t.tolist()):
+                    sums[name] += value * len(batch)
+            history.append({"epoch": epoch + 1, **{k: v / len(labels) for k, v in sums.items()}, "step_losses": step_losses})
+            epoch_seconds.append(time.perf_counter() - t_epoch)
+            done = epoch + 1 == recipe.epochs
+            if done and learner.adapter is not None:
+                calibrate_adapter(learner.adapter, features, len(labels), n_views)
+            if dist.is_main:
+                state = training_state(recipe, seed, epoch + 1, learner, opts, history, done)
+                state["run_key"] = key
+                state["classnames"] = list(prep.classnames)
+                if done and prep.quantized:
+                    from ..quant import quant_state_dict
+
+                    state["quant_state"] = quant_state_dict(prep.model)  # calibration, for load_run
+                save_checkpoint(ckpt_path, state)
+            dist.barrier()
+    train_seconds = time.perf_counter() - t0
+    learner.train(False)
+    top1 = top5 = None
+    if evaluate and dist.is_main and prep.eval is not None and (start_epoch >= recipe.epochs or epochs == recipe.epochs):
+        top1, top5 = evaluate_learner(prep, learner)
+    return SeedResult(seed, top1, top5, history, train_seconds, start_epoch, learner, cache_seconds, epoch_seconds)
+
+
+def calibrate_adapter(adapter: QAdapter, features, n: int, n_views: int) -> None:
+    """Fix the adapter's activation ranges on every training feature (all views), then quantize."""
+    if not adapter.quantized:
+        return
+    idx = torch.arange(n).repeat(n_views)
+    views = torch.arange(n_views).repeat_interleave(n)
+    student, _ = features.lookup(idx, views)
+    adapter.calibrate(student)
+
+
+@torch.no_grad()
+def evaluate_learner(prep: Prepared, learner: Learner) -> tuple[float, float]:
+    text = class_embeddings(prep.model, learner.prompt_learner)
+    feats = prep.eval.student
+    image = learner.adapter(feats) if learner.adapter is not None else F.normalize(feats, dim=-1)
+    return accuracy(prep.model.logit_scale.exp() * image @ text.T, prep.eval.labels)
+
+
+# --- a whole run: one or several seeds, metrics and manifest ----------------------------------
+
+RUN_MANIFEST = "run.json"
+METRICS = "metrics.json"
+RUN_KIND = "p4q-export/run"
+
+
+def seed_list(recipe: TrainRecipe) -> list[int]:
+    seeds = [int(s) for s in (recipe.seeds or [recipe.seed])]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds repeat: {seeds}")
+    return seeds
+
+
+def model_reference(loaded) -> dict:
+    """The model as given, plus an absolute path when it is a local file/dir (runs move; the cwd too)."""
+    ref = loaded.describe()
+    spec = Path(loaded.source)
+    if spec.exists():
+        ref["path"] = str(spec.resolve())
+        weights = spec / "open_clip_pytorch_model.bin" if spec.is_dir() else spec
+        if weights.is_file():
+            from ..manifest import file_sha256
+
+            ref["weights_sha256"] = file_sha256(weights)
+    return ref
+
+
+def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, seconds: float, calib_rel: str | None) -> dict:
+    from ..manifest import file_sha256, versions, write_json_atomic
+
+    recipe = prep.recipe
+    metrics = {
+        "method": recipe.method,
+        "accuracy": {**prep.zero_shot, "trained": result.top1},
+        "top5": {**prep.zero_shot_top5, "trained": result.top5},
+        "n_eval": int(len(prep.eval.labels)) if prep.eval is not None else 0,
+        "eval_split": recipe.eval_split,
+        "seconds": round(seconds, 3),
+        "train_seconds": round(result.train_seconds, 3),
+        "resumed_from_epoch": result.resumed_from,
+        "seeds": [result.seed],
+        "history": [{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
+        "recipe": recipe_dict(recipe),
+        "versions": versions(),
+    }
+    write_json_atomic(run_dir / METRICS, metrics)
+    files = {CHECKPOINT: file_sha256(run_dir / CHECKPOINT), METRICS: file_sha256(run_dir / METRICS)}
+    if calib_rel:
+        files[calib_rel] = file_sha256(run_dir / calib_rel)
+    manifest = {
+        "kind": RUN_KIND,
+        "format": 1,
+        "method": recipe.method,
+        "seed": result.seed,
+        "model": model_reference(prep.loaded),
+        "recipe": recipe_dict(recipe),
+        "profile": prep.profile.as_dict() if prep.profile is not None else None,
+        "quantize_text": bool(recipe.quantize_text) if prep.quantized else False,
+        "calibration": None if not prep.quantized else {
+            "list": calib_rel,
+            "sha256": prep.ptq_info.get("calibration_sha256"),
+            "n": prep.ptq_info.get("n_calib"),
+            "seed": prep.ptq_info.get("calib_seed"),
+        },
+        "classnames": list(prep.classnames),
+        "data": recipe.data,
+        "files": files,
+        "versions": metrics["versions"],
+    }
+    write_json_atomic(run_dir / RUN_MANIFEST, manifest)
+    return metrics
+
+
+def aggregate(prep: Prepared, per_seed: dict[int, dict], seconds: float) -> dict:
+    from ..manifest import versions
+
+    top1 = np.array([m["accuracy"]["trained"] for m in per_seed.values()], dtype=np.float64)
+    mean, std = float(top1.mean()), float(top1.std(ddof=1)) if len(top1) > 1 else 0.0
+    return {
+        "method": prep.recipe.method,
+        "accuracy": {**prep.zero_shot, "trained": round(mean, 6), "trained_std": round(std, 6)},
+        "trained_per_seed": {str(s): m["accuracy"]["trained"] for s, m in per_seed.items()},
+        "trained_mean_std": f"{100 * mean:.2f} ± {100 * std:.2f}",
+        "n_eval": next(iter(per_seed.values()))["n_eval"],
+        "eval_split": prep.recipe.eval_split,
+        "seconds": round(seconds, 3),
+        "seeds": [int(s) for s in per_seed],
+        "seed_runs": {str(s): f"seed-{s}" for s in per_seed},
+        "recipe": recipe_dict(prep.recipe),
+        "versions": versions(),
+    }
+
+
+def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | None:
+    """Train every seed of `recipe` into `out` (resuming where checkpoints exist). Returns the
+    metrics on rank 0, None on the other ranks."""
+    from ..manifest import write_json_atomic
+
+    t0 = time.perf_counter()
+    check_recipe(recipe)
+    seeds = seed_list(recipe)
+    dist = init_distributed()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if force and dist.is_main and out.is_dir():
+        for name in (CHECKPOINT, METRICS, RUN_MANIFEST):
+            (out / name).unlink(missing_ok=True)
+        for s in seeds:
+            shutil.rmtree(out / f"seed-{s}", ignore_errors=True)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    prep = prepare(recipe, out, dist)
+    calib = prep.ptq_info.get("calibration_list")
+    per_seed: dict[int, dict] = {}
+    for seed in seeds:
+        run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
+        t_seed = time.perf_counter()
+        result = train_seed(prep, seed, run_dir, dist)
+        if dist.is_main:
+            calib_rel = os.path.relpath(calib, run_dir) if calib else None
+            seconds = time.perf_counter() - (t0 if len(seeds) == 1 else t_seed)
+            per_seed[seed] = write_seed_outputs(prep, result, run_dir, seconds, calib_rel)
+            log(f"seed {seed}: trained top-1 {result.top1:.4f}")
+    if not dist.is_main:
+        return None
+    if len(seeds) == 1:
+        return per_seed[seeds[0]]
+    metrics = aggregate(prep, per_seed, time.perf_counter() - t0)
+    write_json_atomic(out / METRICS, metrics)
+    write_json_atomic(out / RUN_MANIFEST, {"kind": RUN_KIND, "format": 1, "method": recipe.method,
+                                           "seed_runs": metrics["seed_runs"], "recipe": metrics["recipe"],
+                                           "versions": metrics["versions"]})
+    return metrics
+
+
+# --- the cache speed-up (make bench) ----------------------------------------------------------
+
+
+def benchmark_cache_speedup(recipe: TrainRecipe | None = None, epochs: int = 2, seed: int | None = None,
+                            workdir: Path | str | None = None) -> dict:
+    """Train the first `epochs` epochs of `recipe` twice — frozen-tower features cached, and
+    recomputed every step — and compare seconds per epoch and the losses of every step.
+
+    The cached timing counts only the epochs; building the cache (one pass over the images per
+    view) is reported separately as `cache_seconds`.
+    """
+    from ..config import load_recipe
+    from ..models.testbed import REPO_ROOT
+
+    if recipe is None:
+        recipe = load_recipe(REPO_ROOT / "recipes" / "testbed-p4q-w8a8.yaml", None, TrainRecipe)
+    seed = recipe.seed if seed is None else seed
+    dist = DistContext()
+    with tempfile.TemporaryDirectory(prefix="p4q-bench-", dir=workdir) as tmp:
+        tmp = Path(tmp)
+        prep = prepare(recipe, tmp, dist, evaluate=False)
+        runs = {}
+        for cached in (True, False):
+            runs[cached] = train_seed(prep, seed, tmp / ("cached" if cached else "uncached"), dist,
+                                      max_epochs=epochs, cache_features=cached, resume=False, evaluate=False)
+    fast, slow = runs[True], runs[False]
+    cached_epoch = sum(fast.epoch_seconds) / len(fast.epoch_seconds)
+    uncached_epoch = sum(slow.epoch_seconds) / len(slow.epoch_seconds)
+    a = [l for h in fast.history for l in h["step_losses"]]
+    b = [l for h in slow.history for l in h["step_losses"]]
+    return {
+        "epochs": epochs,
+        "images": recipe.shots * len(prep.classnames),
+        "views": 2 if recipe.flip else 1,
+        "cached_seconds_per_epoch": cached_epoch,
+        "uncached_seconds_per_epoch": uncached_epoch,
+        "cache_seconds": fast.cache_seconds,
+        "speedup": uncached_epoch / cached_epoch,
+        "speedup_including_cache_build": sum(slow.epoch_seconds) / (sum(fast.epoch_seconds) + fast.cache_seconds),
+        "max_abs_loss_diff": max(abs(x - y) for x, y in zip(a, b)),
+        "steps": len(a),
+    }

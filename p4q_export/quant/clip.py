@@ -1,0 +1,198 @@
+"""Quantizing open_clip CLIP towers: swap in explicit attention, replace every Linear (and the
+`x @ proj` matrices, optionally the patch-embedding conv) with fake-quantized layers, calibrate,
+switch quantization off for the FP teacher, save / load the calibration state.
+
+Quantized: every Linear input and weight (attention qkv and out projections, MLP c_fc / c_proj,
+the output projections). Left in FP: LayerNorm, Softmax, GELU, the attention matmuls and residual
+adds (what TensorRT runs well for ViTs).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..progress import progress_iter
+from .attention import make_attention_explicit
+from .fake_quant import FakeQuantizer
+from .layers import QuantConv2d, QuantLinear, QuantProjection
+from .profiles import QuantProfile
+
+
+def _replace_linears(tower: nn.Module, profile: QuantProfile) -> None:
+    """Every nn.Linear under `tower` → QuantLinear, except those inside an nn.MultiheadAttention
+    (it reads out_proj.weight directly, so a wrapper would be bypassed)."""
+    for parent in list(tower.modules()):
+        if isinstance(parent, (nn.MultiheadAttention, QuantLinear, QuantConv2d)):
+            continue
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, QuantLinear.from_linear(child, profile))
+
+
+def _replace_projection(owner: nn.Module, attr: str, profile: QuantProfile) -> None:
+    proj = getattr(owner, attr, None)
+    if proj is None or isinstance(proj, QuantLinear):
+        return
+    if isinstance(proj, nn.Linear):
+        setattr(owner, attr, QuantLinear.from_linear(proj, profile))
+    elif isinstance(proj, nn.Parameter):
+        layer = QuantProjection.from_matrix(proj, profile)
+        delattr(owner, attr)  # a registered Parameter cannot be overwritten by a module
+        setattr(owner, attr, layer)
+
+
+def _text_tower(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    """(modules holding the text Linears, the module owning `text_projection`)."""
+    if hasattr(model, "text") and hasattr(model.text, "transformer"):  # CustomTextCLIP
+        return [model.text.transformer], model.text
+    if hasattr(model, "transformer") and hasattr(model, "text_projection"):  # CLIP
+        return [model.transformer], model
+    raise UserError("this model's text tower cannot be quantized (no open_clip text transformer found)")
+
+
+def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool = False) -> nn.Module:
+    """In place; returns `model`. Weights are calibrated now, activations by `calibrate_clip`."""
+    if not hasattr(model, "visual"):
+        raise UserError("quantize_clip needs an open_clip CLIP model (no .visual tower)")
+    if quant_layers(model):
+        raise ValueError("model is already quantized")
+    make_attention_explicit(model)
+    visual = model.visual
+    if profile.quantize_patch_embed:
+        if not isinstance(getattr(visual, "conv1", None), nn.Conv2d):
+            raise UserError("quantize_patch_embed: this image tower has no patch-embedding conv1")
+        visual.conv1 = QuantConv2d.from_conv(visual.conv1, profile)
+    _replace_linears(visual, profile)
+    _replace_projection(visual, "proj", profile)
+    if quantize_text:
+        modules, owner = _text_tower(model)
+        for module in modules:
+            _replace_linears(module, profile)
+        _replace_projection(owner, "text_projection", profile)
+    return model
+
+
+def quant_layers(module: nn.Module) -> dict[str, QuantLinear | QuantConv2d]:
+    """name → quantized layer, in registration order (= forward order for open_clip towers:
+    image tower before text tower, patch conv, blocks, output projection)."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, (QuantLinear, QuantConv2d))}
+
+
+def fake_quantizers(module: nn.Module) -> dict[str, FakeQuantizer]:
+    return {name: m for name, m in module.named_modules() if isinstance(m, FakeQuantizer)}
+
+
+def _batches(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+
+
+@contextmanager
+def calibrating(module: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every quantized layer under `module` runs in FP while its input quantizer
+    records statistics; on leaving, each input that was seen is finalized and weights are
+    re-calibrated. Usable for any module with QuantLinear layers (e.g. an adapter)."""
+    layers = quant_layers(module)
+    saved = {}
+    for layer in layers.values():
+        saved[layer] = (layer.weight_quantizer.enabled, layer.input_quantizer.enabled)
+        layer.weight_quantizer.enabled = False  # observe the FP forward
+        layer.input_quantizer.enabled = True
+        layer.input_quantizer.reset_observer()
+        layer.input_quantizer.calibrating = True
+    try:
+        yield module
+    finally:
+        for layer, (w_enabled, a_enabled) in saved.items():
+            layer.weight_quantizer.enabled, layer.input_quantizer.enabled = w_enabled, a_enabled
+            layer.input_quantizer.calibrating = False
+    for layer in layers.values():
+        if layer.input_quantizer.has_observations:
+            layer.input_quantizer.finalize()
+        layer.calibrate_weight()
+
+
+def _text_layer_names(model: nn.Module) -> set[str]:
+    try:
+        modules, owner = _text_tower(model)
+    except UserError:
+        return set()
+    ids = {id(m) for tower in modules for m in quant_layers(tower).values()}
+    proj = getattr(owner, "text_projection", None)
+    if isinstance(proj, (QuantLinear, QuantConv2d)):
+        ids.add(id(proj))
+    return {name for name, m in quant_layers(model).items() if id(m) in ids}
+
+
+def calibrate_clip(model: nn.Module, images: torch.Tensor, text_tokens: torch.Tensor | None = None, batch_size: int = 128) -> None:
+    """Observe every layer input on the FP forward of `images` (and `text_tokens` when the text
+    tower is quantized), then finalize all scales / zero points. Weights are re-calibrated too."""
+    layers = quant_layers(model)
+    if not layers:
+        raise ValueError("calibrate_clip: the model has no quantized layers (run quantize_clip first)")
+    if len(images) == 0:
+        raise UserError("calibration needs at least one image")
+    text_quantized = bool(_text_layer_names(model))
+    if text_quantized and text_tokens is None:
+        raise UserError("the text tower is quantized: calibrate_clip needs text_tokens")
+    was_training = model.training
+    model.eval()
+    try:
+        with calibrating(model), torch.no_grad():
+            for batch in progress_iter(_batches(images, batch_size), desc="calibrating image tower"):
+                model.encode_image(batch)
+            if text_quantized:
+                for batch in progress_iter(_batches(text_tokens, batch_size), desc="calibrating text tower"):
+                    model.encode_text(batch)
+    finally:
+        model.train(was_training)
+    missed = [name for name, layer in layers.items() if not layer.input_quantizer.is_calibrated]
+    if missed:
+        raise RuntimeError(f"calibration never reached {len(missed)} quantized layer(s), e.g. {missed[0]}")
+
+
+@contextmanager
+def quantization_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Every FakeQuantizer off (the FP teacher) inside the block; previous flags restored after."""
+    quantizers = list(fake_quantizers(model).values())
+    saved = [q.enabled for q in quantizers]
+    for q in quantizers:
+        q.enabled = False
+    try:
+        yield model
+    finally:
+        for q, enabled in zip(quantizers, saved):
+            q.enabled = enabled
+
+
+QUANT_BUFFERS = ("scale", "zero_point", "calibrated")
+
+
+def quant_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The calibration state only: `<quantizer>.scale / .zero_point / .calibrated` for every
+    fake quantizer (weights excluded)."""
+    return {
+        f"{name}.{buf}": getattr(q, buf).detach().clone()
+        for name, q in fake_quantizers(model).items()
+        for buf in QUANT_BUFFERS
+    }
+
+
+def load_quant_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Restore a `quant_state_dict` into a model quantized with the same profile and towers."""
+    quantizers = fake_quantizers(model)
+    expected = {f"{name}.{buf}" for name in quantizers for buf in QUANT_BUFFERS}
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise UserError(
+            "calibration state does not match this quantized model "
+            f"({len(missing)} missing, {len(unexpected)} unexpected entries; e.g. "
+            f"{sorted(missing or unexpected)[0]}): was it saved with another profile or --quantize-text setting?"
+        )
+    for name, q in quantizers.items():
+        sub = {buf: state[f"{name}.{buf}"] for buf in QUANT_BUFFERS}
+        q.load_state_dict(sub)

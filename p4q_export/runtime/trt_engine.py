@@ -1,0 +1,313 @@
+"""TensorRT engines for a bundle: build (through polygraphy's TensorRT loaders), record in the
+bundle manifest, and refuse engines built for another GPU or TensorRT version.
+
+TensorRT and the CUDA bindings are an optional extra (`pip install p4q-export[tensorrt]`); they are
+imported lazily so that every other command works without them. The pure parts (names, the
+compatibility check, manifest bookkeeping) need neither and are tested everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import UserError
+from ..manifest import file_sha256, write_bytes_atomic, write_json_atomic
+
+INSTALL_HINT = (
+    "TensorRT is not installed: on x86 with an NVIDIA GPU run "
+    "`pip install 'p4q-export[tensorrt]' --extra-index-url https://pypi.nvidia.com` "
+    "(or `pip install tensorrt cuda-python --extra-index-url https://pypi.nvidia.com`); "
+    "on a Jetson install JetPack's bindings with `sudo apt install python3-libnvinfer` "
+    "and `pip install cuda-python`"
+)
+ENGINES_DIR = "engines"
+
+
+# ----------------------------------------------------------------------------- optional imports
+
+def trt_available() -> bool:
+    """True when `import tensorrt` works (it does not check for a GPU)."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def require_tensorrt():
+    """The tensorrt module, or a UserError that says how to install it."""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # ImportError, or a stub wheel that raises on import
+        raise UserError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from None
+    return trt
+
+
+def _cudart():
+    """cuda-python's runtime bindings (new layout first, then the pre-12.6 `from cuda import cudart`)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except Exception:
+        try:
+            from cuda import cudart  # type: ignore[no-redef]
+        except Exception:
+            return None
+    return cudart
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: str  # "8.7"
+
+
+def gpu_info(device: int = 0) -> GpuInfo:
+    """Name and compute capability of CUDA device `device` (cuda-python, else torch)."""
+    cudart = _cudart()
+    if cudart is not None:
+        try:
+            err, props = cudart.cudaGetDeviceProperties(device)
+            if int(err) == 0:
+                name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+                return GpuInfo(name.strip("\x00 ").strip(), f"{props.major}.{props.minor}")
+        except Exception:
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device)
+            return GpuInfo(torch.cuda.get_device_name(device), f"{major}.{minor}")
+    except Exception:
+        pass
+    raise UserError("no CUDA GPU is visible on this machine: TensorRT engines must be built and run on the GPU that uses them")
+
+
+# ----------------------------------------------------------------------------- names
+
+def slugify(text: str) -> str:
+    """'NVIDIA GeForce RTX 4090' -> 'nvidia-geforce-rtx-4090' (safe as a file name on any OS)."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
+    return slug or "gpu"
+
+
+def engine_filename(gpu_name: str, trt_version: str, precision: str = "int8") -> str:
+    """The contract's name for the INT8 engine; other precisions get a suffix so both can coexist."""
+    suffix = "" if precision == "int8" else f"-{precision}"
+    return f"{slugify(gpu_name)}-trt{trt_version}{suffix}.plan"
+
+
+# ----------------------------------------------------------------------------- compatibility
+
+def engine_incompatibility(entry: dict, gpu_name: str, compute_capability: str, trt_version: str) -> Optional[str]:
+    """Why an engine entry cannot run here, or None. Engines are tied to the GPU model (and its
+    compute capability) and to the exact TensorRT version that built them."""
+    problems = []
+    if slugify(str(entry.get("gpu", ""))) != slugify(gpu_name):
+        problems.append(f"it was built on GPU '{entry.get('gpu')}', this is '{gpu_name}'")
+    if str(entry.get("compute_capability", "")) != str(compute_capability):
+        problems.append(f"compute capability {entry.get('compute_capability')} != {compute_capability}")
+    if str(entry.get("tensorrt", "")) != str(trt_version):
+        problems.append(f"TensorRT {entry.get('tensorrt')} built it, this machine has TensorRT {trt_version}")
+    if not problems:
+        return None
+    return (f"engine {entry.get('path', '?')} cannot be loaded here: " + "; ".join(problems)
+            + ". Rebuild it on this device with `p4q-export build-engine BUNDLE --int8`")
+
+
+def check_engine_compatible(entry: dict, gpu_name: str, compute_capability: str, trt_version: str) -> None:
+    """Refuse (UserError, exit 2) an engine built for another GPU or TensorRT version."""
+    reason = engine_incompatibility(entry, gpu_name, compute_capability, trt_version)
+    if reason:
+        raise UserError(reason)
+
+
+# ----------------------------------------------------------------------------- manifest bookkeeping
+
+def read_manifest(bundle_dir: Path) -> dict:
+    path = Path(bundle_dir) / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{bundle_dir} is not a bundle (no manifest.json); make one with `p4q-export export`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _set_file_hash(manifest: dict, relpath: str, sha: str, size: int) -> None:
+    """Record a file hash in the bundle's "files" map ({name: {"sha256", "bytes"}}), or in a list
+    of {"path", "sha256"} for other manifest writers."""
+    files = manifest.setdefault("files", {})
+    if isinstance(files, list):
+        files[:] = [f for f in files if not (isinstance(f, dict) and f.get("path") == relpath)]
+        files.append({"path": relpath, "sha256": sha, "bytes": size})
+    else:
+        files[relpath] = {"sha256": sha, "bytes": size}
+
+
+def record_engine(bundle_dir: Path, entry: dict) -> dict:
+    """Add (or replace, same path) an engine entry in manifest.json, with its hash; atomic write."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    engines = [e for e in manifest.get("engines", []) if e.get("path") != entry["path"]]
+    engines.append(entry)
+    manifest["engines"] = engines
+    _set_file_hash(manifest, entry["path"], entry["sha256"], entry["bytes"])
+    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json_atomic(bundle_dir / "manifest.json", manifest)
+    return manifest
+
+
+def find_engine(bundle_dir: Path, gpu: GpuInfo, trt_version: str, precision: str = "int8") -> dict:
+    """The manifest entry of an engine that runs here, or a UserError that says to rebuild."""
+    entries = [e for e in read_manifest(bundle_dir).get("engines", []) if e.get("precision", "int8") == precision]
+    for entry in entries:
+        if engine_incompatibility(entry, gpu.name, gpu.compute_capability, trt_version) is None:
+            return entry
+    if entries:  # explain why the closest one was refused
+        check_engine_compatible(entries[-1], gpu.name, gpu.compute_capability, trt_version)
+    flags = "--int8" if precision == "int8" else f"--{precision}"
+    raise UserError(f"{bundle_dir} has no {precision} TensorRT engine for {gpu.name}: build one with "
+                    f"`p4q-export build-engine {bundle_dir} {flags}`")
+
+
+# ----------------------------------------------------------------------------- building
+
+@dataclass
+class BuildOptions:
+    int8: bool = True
+    fp16: bool = False
+    workspace_gb: float = 4.0
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+    timing_cache: Optional[str] = None
+
+    def __post_init__(self):
+        if not (self.int8 or self.fp16):
+            raise UserError("build-engine needs --int8 (the QDQ graph) and/or --fp16")
+        if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
+            raise UserError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch},{self.opt_batch},{self.max_batch}")
+        if self.workspace_gb <= 0:
+            raise UserError("--workspace-gb must be positive")
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else "fp16"
+
+    @property
+    def strongly_typed(self) -> bool:
+        # A QDQ graph alone is built strongly typed: the graph's types decide every layer's
+        # precision. Strong typing forbids the FP16 builder flag, so --int8 --fp16 falls back to
+        # the weakly typed explicit-quantization build (Q/DQ pin INT8, the flag lets the
+        # unquantized layers run in FP16).
+        return self.int8 and not self.fp16
+
+
+def parse_batch_profile(text: str) -> tuple[int, int, int]:
+    """'1,8,32' -> (1, 8, 32)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--batch expects min,opt,max (e.g. 1,8,32), got {text!r}") from None
+    if len(values) != 3:
+        raise UserError(f"--batch expects three numbers min,opt,max, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def io_spec(manifest: dict) -> dict:
+    """Input/output names, image size and input dtype from the bundle manifest."""
+    def first_name(key: str, default: str) -> str:
+        items = manifest.get(key) or [default]
+        return str(items[0]["name"] if isinstance(items[0], dict) else items[0])
+
+    prep = manifest.get("preprocessing") or {}
+    return {"input_name": first_name("inputs", "image"), "output_name": first_name("outputs", "logits"),
+            "image_size": int(prep.get("image_size", 224)),
+            "input_dtype": "uint8" if prep.get("folded_into_graph") else "float32"}
+
+
+def load_strip_qdq():
+    """deploy's strip_qdq(model_proto) -> FP32 model_proto (the graph with Q/DQ removed)."""
+    import importlib
+
+    for module in ("p4q_export.deploy.qdq", "p4q_export.deploy"):
+        try:
+            fn = getattr(importlib.import_module(module), "strip_qdq", None)
+        except ImportError:
+            continue
+        if fn is not None:
+            return fn
+    raise UserError("this p4q-export has no strip_qdq in p4q_export.deploy (needed for FP32/FP16 graphs)")
+
+
+def _onnx_for(bundle_dir: Path, options: BuildOptions, workdir: Path) -> Path:
+    """The QDQ graph for INT8; for an FP16-only engine, the same graph with Q/DQ stripped."""
+    onnx_path = bundle_dir / "model.onnx"
+    if options.int8:
+        return onnx_path
+    import onnx
+
+    fp_path = workdir / "model.fp32.onnx"
+    onnx.save(load_strip_qdq()(onnx.load(str(onnx_path))), str(fp_path))
+    return fp_path
+
+
+def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
+    """Build a TensorRT engine for this GPU, save it under BUNDLE/engines/, record it in the
+    manifest and return its entry. Needs TensorRT and a GPU."""
+    import tempfile
+
+    trt = require_tensorrt()
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    from ..deploy.bundle import load_bundle
+
+    bundle_dir = Path(bundle_dir)
+    manifest = load_bundle(bundle_dir).manifest  # verifies the hashes before building from the graph
+    gpu = gpu_info()
+    io = io_spec(manifest)
+    input_name, size = io["input_name"], io["image_size"]
+    rel = f"{ENGINES_DIR}/{engine_filename(gpu.name, trt.__version__, options.precision)}"
+    timing_cache = Path(options.timing_cache) if options.timing_cache else \
+        bundle_dir / ENGINES_DIR / f"{slugify(gpu.name)}-trt{trt.__version__}.timing-cache"
+    timing_cache.parent.mkdir(parents=True, exist_ok=True)
+
+    shape = lambda n: (n, 3, size, size)  # noqa: E731
+    profile = Profile().add(input_name, min=shape(options.min_batch), opt=shape(options.opt_batch), max=shape(options.max_batch))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = _onnx_for(bundle_dir, options, Path(tmp))
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=options.strongly_typed)
+        config = CreateConfig(
+            int8=options.int8 and not options.strongly_typed,
+            fp16=options.fp16,
+            profiles=[profile],
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(options.workspace_gb * (1 << 30))},
+            load_timing_cache=str(timing_cache) if timing_cache.exists() else None,
+        )
+        try:
+            serialized = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing_cache))()
+        except Exception as exc:  # polygraphy raises PolygraphyException with TensorRT's log above it
+            raise UserError(f"TensorRT could not build an engine from {onnx_path.name}: {exc}") from None
+    plan = bundle_dir / rel
+    write_bytes_atomic(plan, bytes(serialized))
+    entry = {
+        "path": rel,
+        "gpu": gpu.name,
+        "compute_capability": gpu.compute_capability,
+        "tensorrt": trt.__version__,
+        "precision": options.precision,
+        **io,
+        "build_options": {**asdict(options), "strongly_typed": options.strongly_typed},
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "bytes": plan.stat().st_size,
+        "sha256": file_sha256(plan),
+    }
+    record_engine(bundle_dir, entry)
+    return entry

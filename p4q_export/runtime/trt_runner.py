@@ -1,0 +1,72 @@
+"""The `trt` backend: a bundle's TensorRT engine behind the runner interface
+(callable images float32 N×3×S×S -> logits, with .backend and .precision).
+
+Loaded lazily by runtime.base.open_runner; TensorRT is optional, so importing this module is
+cheap and constructing a runner without TensorRT raises a UserError that says how to install it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import UserError
+from .trt_engine import check_engine_compatible, find_engine, gpu_info, read_manifest, require_tensorrt
+
+
+class TrtRunner:
+    backend = "trt"
+
+    def __init__(self, bundle, engine_path: Optional[str] = None, precision: str = "int8", fp16: bool = False, **_ignored):
+        """`bundle`: a deploy.bundle.Bundle or a bundle directory. Without `engine_path` the
+        manifest's engine for this GPU + TensorRT version and `precision` is used."""
+        trt = require_tensorrt()
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes
+        from polygraphy.backend.trt import TrtRunner as PolygraphyTrtRunner
+
+        self.bundle_dir = Path(getattr(bundle, "path", bundle))
+        self.precision = "fp16" if fp16 else precision
+        gpu = gpu_info()
+        entry = self._entry_for(engine_path, gpu, trt.__version__)
+        check_engine_compatible(entry, gpu.name, gpu.compute_capability, trt.__version__)
+        self.engine_entry = entry
+        self.precision = entry.get("precision", precision)
+        plan = self.bundle_dir / entry["path"]
+        if not plan.is_file():
+            raise UserError(f"engine file {plan} is missing; rebuild it with `p4q-export build-engine {self.bundle_dir} --int8`")
+        self.input_name = entry.get("input_name", "image")
+        self.input_dtype = np.uint8 if entry.get("input_dtype") == "uint8" else np.float32
+        self.output_name = entry.get("output_name", "logits")
+        # polygraphy's runner owns the execution context and the device buffers (polygraphy.cuda),
+        # and sets the input shape per call, which the dynamic-batch profile needs.
+        self._runner = PolygraphyTrtRunner(EngineFromBytes(BytesFromPath(str(plan))))
+        self._runner.activate()
+
+    def _entry_for(self, engine_path, gpu, trt_version) -> dict:
+        if engine_path is None:
+            return find_engine(self.bundle_dir, gpu, trt_version, self.precision)
+        rel = Path(engine_path)
+        rel = rel.relative_to(self.bundle_dir) if rel.is_absolute() and self.bundle_dir in rel.parents else rel
+        for entry in read_manifest(self.bundle_dir).get("engines", []):
+            if Path(entry["path"]) == rel or Path(entry["path"]).name == rel.name:
+                return entry
+        raise UserError(f"{engine_path} is not recorded in {self.bundle_dir}/manifest.json; build engines with `p4q-export build-engine`")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images, dtype=self.input_dtype)
+        outputs = self._runner.infer({self.input_name: images})
+        return np.asarray(outputs[self.output_name], dtype=np.float32)
+
+    def close(self) -> None:
+        if getattr(self, "_runner", None) is not None and self._runner.is_active:
+            self._runner.deactivate()
+        self._runner = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

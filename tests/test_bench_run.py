@@ -1,0 +1,123 @@
+"""Bench orchestration, timing and reports on a tiny real QDQ bundle (seconds, not minutes)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from p4q_export.bench import report as report_mod
+from p4q_export.bench.run import BenchRequest, cpu_info, parse_backends, parse_batches, run_bench
+from p4q_export.bench.timing import summarize, time_callable
+from p4q_export.errors import UserError
+
+SIZE, CLASSES = 8, 4
+
+
+def tiny_qdq_model() -> onnx.ModelProto:
+    """image N×3×8×8 → Flatten → Q/DQ → MatMul(DQ(int8 W)) → logits N×4: the shape of a bundle graph."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, size=(3 * SIZE * SIZE, CLASSES), dtype=np.int8)
+    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+             numpy_helper.from_array(np.array(0, np.int8), "zero"), numpy_helper.from_array(np.array(0.05, np.float32), "x_scale")]
+    nodes = [helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+             helper.make_node("QuantizeLinear", ["flat", "x_scale", "zero"], ["flat_q"]),
+             helper.make_node("DequantizeLinear", ["flat_q", "x_scale", "zero"], ["flat_dq"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale", "zero"], ["w"]),
+             helper.make_node("MatMul", ["flat_dq", "w"], ["logits"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def make_tiny_bundle(out: Path) -> Path:
+    from p4q_export.deploy.bundle import FORMAT, write_bundle
+
+    def write(staging: Path) -> dict:
+        onnx.save(tiny_qdq_model(), str(staging / "model.onnx"))
+        (staging / "classnames.txt").write_text("\n".join(f"class{i}" for i in range(CLASSES)) + "\n")
+        return {"format": FORMAT, "model": {"name": "tiny"}, "profile": {"name": "ort-x86"},
+                "inputs": [{"name": "image", "shape": ["N", 3, SIZE, SIZE], "dtype": "float32"}],
+                "outputs": [{"name": "logits", "shape": ["N", CLASSES], "dtype": "float32"}],
+                "preprocessing": {"image_size": SIZE, "mean": [0.5] * 3, "std": [0.5] * 3},
+                "classnames": [f"class{i}" for i in range(CLASSES)],
+                "accuracy": {"fp_zeroshot": {"top1": 0.81}, "int8": {"top1": 0.8}}}
+
+    write_bundle(out, write)
+    return out
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path) -> Path:
+    return make_tiny_bundle(tmp_path / "tiny bundle")
+
+
+def test_timing_percentiles_and_throughput():
+    t = summarize([float(v) for v in range(1, 101)], batch=8, seconds=2.0)
+    assert (t.p50_ms, round(t.p90_ms, 1), round(t.p99_ms, 2)) == (50.5, 90.1, 99.01)
+    assert t.throughput_ips == pytest.approx(8 * 100 / 2.0)
+    calls = []
+    timing = time_callable(lambda x: calls.append(x.shape), np.zeros((2, 3)), iterations=5, warmup=2)
+    assert len(calls) == 7 and timing.iterations == 5 and timing.batch == 2
+
+
+def test_option_parsing():
+    assert parse_batches("1,8,32") == [1, 8, 32]
+    for bad in ("", "0", "a,b"):
+        with pytest.raises(UserError):
+            parse_batches(bad)
+    assert parse_backends("ort/int8,trt/fp16") == ["ort/int8", "trt/fp16"]
+    with pytest.raises(UserError):
+        parse_backends("onnx/int8")
+
+
+def test_cpu_info_reads_vnni():
+    text = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8380\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    info = cpu_info(text)
+    assert info["model"].startswith("Intel") and info["vnni"] and info["avx512"]
+    assert not cpu_info("model name : AMD EPYC\nflags : avx2\n")["vnni"]
+
+
+def test_bench_on_cpu_reports_contract_keys(tiny_bundle, tmp_path):
+    rep = run_bench(BenchRequest(bundle=tiny_bundle, device="cpu", batches=[1, 4], iterations=3, warmup=1,
+                                 backends=["ort/fp32", "ort/int8", "ort-exact/int8"]))
+    assert rep["device"] == "cpu" and "vnni" in rep["machine"]["cpu"]
+    assert {(r["backend"], r["precision"]) for r in rep["results"]} == {("ort", "fp32"), ("ort", "int8"), ("ort-exact", "int8")}
+    for r in rep["results"]:
+        assert {"backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "throughput_ips"} <= set(r)
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0
+    files = report_mod.write_report(rep, tmp_path / "out")
+    assert json.loads(Path(files["json"]).read_text())["results"] == rep["results"]
+    table = Path(files["markdown"]).read_text()
+    assert "| ort | int8 | 1 |" in table and "× vs ORT FP32" in table
+    assert Path(files["plot"]).stat().st_size > 1000
+
+
+def test_off_jetson_device_jetson_is_a_user_error(tiny_bundle, cli):
+    proc = cli("bench", str(tiny_bundle), "--device", "jetson", "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "not a Jetson" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_cli_json(tiny_bundle, cli, tmp_path):
+    proc = cli("bench", str(tiny_bundle), "--device", "cpu", "--batch", "1,2", "--iterations", "2", "--warmup", "1",
+               "--backends", "ort/int8,ort/fp32", "--out", str(tmp_path / "rep"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["device"] == "cpu" and len(rep["results"]) == 4
+    assert (tmp_path / "rep" / "bench.md").is_file() and "| backend |" in proc.stderr
+
+
+def test_speedups_and_accuracy_items():
+    rep = {"device": "cpu", "results": [
+        {"backend": "torch", "precision": "fp32", "batch": 1, "p50_ms": 130.0, "p90_ms": 1, "p99_ms": 1, "throughput_ips": 1},
+        {"backend": "ort", "precision": "fp32", "batch": 1, "p50_ms": 72.0, "p90_ms": 1, "p99_ms": 1, "throughput_ips": 1},
+        {"backend": "ort", "precision": "int8", "batch": 1, "p50_ms": 36.0, "p90_ms": 1, "p99_ms": 1, "throughput_ips": 1}]}
+    rows = report_mod.speedups(rep)
+    assert rows[2]["× vs ORT FP32"] == 2.0 and rows[2]["× vs eager"] == pytest.approx(3.61)
+    assert report_mod.accuracy_items({"fp_zeroshot": {"top1": 0.8}, "trained": {"top1": 0.85, "top5": 0.99}}) == [
+        ("fp_zeroshot", 0.8), ("trained", 0.85)]

@@ -1,0 +1,180 @@
+"""FakeQuantizer against the hand formula (quantize → round → clamp → dequantize), per granularity
+and bit width, with the edge cases; gradients; modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from p4q_export.errors import UserError
+from p4q_export.quant import FakeQuantizer, fake_quantize_reference, quant_range
+
+torch.set_num_threads(1)
+ALL_BITS = list(range(2, 9))
+
+
+def _calibrated(x, bits, symmetric, per_channel, axis=0, narrow=False, observer="minmax"):
+    q = FakeQuantizer(bits, symmetric, per_channel, axis=axis, observer=observer, narrow_range=narrow)
+    q.calibrate_from(x)
+    return q
+
+
+def _hand_minmax_qparams(x, bits, symmetric, per_channel, axis, narrow):
+    """Independent re-derivation of MinMax scale / zero point with plain Python floats."""
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        qmin = -qmax if narrow else -qmax - 1
+    else:
+        qmin, qmax = 0, 2**bits - 1
+    rows = x.movedim(axis, 0).reshape(x.shape[axis], -1) if per_channel else x.reshape(1, -1)
+    scales, zps = [], []
+    for row in rows:
+        lo, hi = min(row.min().item(), 0.0), max(row.max().item(), 0.0)
+        if symmetric:
+            s = max(max(-lo, hi) / qmax, 1e-8)
+            z = 0
+        else:
+            s = max((hi - lo) / (qmax - qmin), 1e-8)
+            z = int(min(max(qmin - round(lo / s), qmin), qmax))
+        scales.append(s)
+        zps.append(z)
+    return torch.tensor(scales), torch.tensor(zps), qmin, qmax
+
+
+@pytest.mark.parametrize("bits", ALL_BITS)
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("per_channel,axis", [(False, 0), (True, 0), (True, -1)])
+def test_fake_quant_matches_hand_reference(bits, symmetric, per_channel, axis):
+    g = torch.Generator().manual_seed(bits * 7 + symmetric)
+    x = torch.randn(6, 5, 12, generator=g) * torch.linspace(0.1, 3.0, 12)  # channels of different range
+    x[0, 0, 0] += 4.0  # an outlier
+    narrow = axis == 0 and symmetric  # weights (axis 0) use the narrow symmetric grid
+    q = _calibrated(x, bits, symmetric, per_channel, axis, narrow)
+    scale, zp, qmin, qmax = _hand_minmax_qparams(x, bits, symmetric, per_channel, axis % 3, narrow)
+    assert (q.qmin, q.qmax) == (qmin, qmax)
+    torch.testing.assert_close(q.scale.reshape(-1), scale.float(), rtol=1e-6, atol=0)
+    assert torch.equal(q.zero_point.reshape(-1).long(), zp.long())
+    ref = fake_quantize_reference(x, scale if per_channel else scale[0], zp if per_channel else zp[0], qmin, qmax, axis=axis if per_channel else None)
+    out = q(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    # the result lies on the grid: at most 2**bits distinct values per channel
+    rows = out.movedim(axis, 0).reshape(x.shape[axis], -1) if per_channel else out.reshape(1, -1)
+    assert max(len(torch.unique(r)) for r in rows) <= 2**bits
+    # and the error of an in-range value is at most half a step
+    err = (out - x).abs().movedim(axis % 3, 0).reshape(x.shape[axis], -1) if per_channel else (out - x).abs().reshape(1, -1)
+    step = scale.reshape(-1, 1) if per_channel else scale[0]
+    assert bool((err <= step / 2 + 1e-6).all())
+
+
+def test_grids_documented_ranges():
+    assert quant_range(8, True) == (-128, 127)
+    assert quant_range(8, True, narrow_range=True) == (-127, 127)
+    assert quant_range(7, True, narrow_range=True) == (-63, 63)
+    assert quant_range(4, False) == (0, 15)
+    assert quant_range(2, True) == (-2, 1)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_all_zero_channel_stays_zero(bits):
+    w = torch.randn(4, 9)
+    w[2] = 0.0
+    q = _calibrated(w, bits, True, True, axis=0, narrow=True)
+    assert q.scale[2].item() > 0  # no division by zero
+    out = q(w)
+    assert torch.equal(out[2], torch.zeros(9))
+    assert torch.isfinite(out).all()
+    qa = _calibrated(w, bits, False, True, axis=0)
+    assert torch.equal(qa(w)[2], torch.zeros(9))
+
+
+@pytest.mark.parametrize("bits", [3, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_constant_tensor_is_exact(bits, symmetric):
+    x = torch.full((3, 5), 0.731)
+    q = _calibrated(x, bits, symmetric, False)
+    torch.testing.assert_close(q(x), x, rtol=1e-6, atol=1e-7)
+    neg = torch.full((3, 5), -2.5)
+    qn = _calibrated(neg, bits, symmetric, False)
+    torch.testing.assert_close(qn(neg), neg, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_values_at_and_beyond_the_clip_bound(bits):
+    q = FakeQuantizer(bits, symmetric=True, per_channel=False)
+    scale = 0.05
+    q.set_qparams(torch.tensor(scale), torch.tensor(0))
+    x = torch.tensor([q.qmax * scale, q.qmin * scale, (q.qmax + 3) * scale, (q.qmin - 3) * scale, 0.0])
+    out = q(x)
+    expected = torch.tensor([q.qmax * scale, q.qmin * scale, q.qmax * scale, q.qmin * scale, 0.0])
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(out, fake_quantize_reference(x, scale, 0, q.qmin, q.qmax), rtol=0, atol=1e-7)
+
+
+def test_asymmetric_zero_point_at_bound_values():
+    q = FakeQuantizer(4, symmetric=False, per_channel=False)
+    q.set_qparams(torch.tensor(0.1), torch.tensor(3))
+    x = torch.tensor([-0.3, 1.2, -0.5, 1.6, 0.0])  # qmin, qmax, below, above, zero
+    torch.testing.assert_close(q(x), torch.tensor([-0.3, 1.2, -0.3, 1.2, 0.0]), rtol=1e-6, atol=1e-7)
+
+
+def test_straight_through_gradient():
+    x = torch.randn(4, 8, requires_grad=True)
+    for bits in (4, 8):
+        q = _calibrated(x.detach(), bits, True, False)
+        (q(x) * torch.arange(8.0)).sum().backward()
+        torch.testing.assert_close(x.grad, torch.arange(8.0).expand(4, 8))
+        x.grad = None
+
+
+def test_modes_disabled_calibrating_and_uncalibrated():
+    x = torch.randn(3, 4)
+    q = FakeQuantizer(4, True, False)
+    with pytest.raises(RuntimeError, match="calibrat"):
+        q(x)
+    q.calibrating = True
+    assert q(x) is x and q(x * 3) is not None  # observes, returns input unchanged
+    q.calibrating = False
+    q.finalize()
+    torch.testing.assert_close(q.scale, (x * 3).abs().max() / 7)
+    assert not torch.equal(q(x), x)
+    q.enabled = False
+    assert q(x) is x
+
+
+def test_quantizer_state_round_trips_per_channel_shape():
+    x = torch.randn(5, 7)
+    q = _calibrated(x, 6, False, True, axis=-1)
+    fresh = FakeQuantizer(6, False, True, axis=-1)  # channel count unknown yet
+    fresh.load_state_dict(q.state_dict())
+    torch.testing.assert_close(fresh(x), q(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [1, 9, 0, 16, 4.0, "8"])
+def test_bits_outside_range_is_user_error(bad):
+    with pytest.raises(UserError, match="2 to 8"):
+        FakeQuantizer(bad, True, False)
+
+
+def test_unknown_observer_is_user_error():
+    with pytest.raises(UserError, match="unknown observer 'kl'.*minmax, percentile, omse"):
+        FakeQuantizer(8, True, False, observer="kl")
+
+
+def test_calibrating_context_for_any_module():
+    """An adapter-like stack of QuantLinear layers calibrates with `calibrating`."""
+    from p4q_export.quant import QuantLinear, calibrating, get_profile
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 8))
+    x = torch.randn(32, 8)
+    with torch.no_grad():
+        ref = net(x)
+    net[0] = QuantLinear.from_linear(net[0], get_profile("trt"))
+    net[2] = QuantLinear.from_linear(net[2], get_profile("paper", "4/4"))
+    with calibrating(net), torch.no_grad():
+        torch.testing.assert_close(net(x), ref)  # FP while observing
+    assert net[0].input_quantizer.is_calibrated and net[2].input_quantizer.is_calibrated
+    torch.testing.assert_close(net[2].input_quantizer.scale, torch.relu(net[0](x)).detach().abs().max() / 7, rtol=0.2, atol=0)
+    with torch.no_grad():
+        out = net(x)
+    assert 0 < (out - ref).abs().max().item() < 0.5 * ref.abs().max().item()

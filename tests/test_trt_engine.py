@@ -1,0 +1,102 @@
+"""Engine naming, the engine-manifest compatibility check, manifest bookkeeping, and the lazy
+TensorRT import. Building needs TensorRT + a GPU: those tests skip where it is not installable."""
+
+import json
+
+import pytest
+
+from p4q_export.errors import UserError
+from p4q_export.runtime import trt_engine
+from p4q_export.runtime.trt_engine import (BuildOptions, check_engine_compatible, engine_filename,
+                                           engine_incompatibility, parse_batch_profile, record_engine, slugify)
+
+trt_available = trt_engine.trt_available()
+needs_trt = pytest.mark.skipif(not trt_available, reason="TensorRT is not installable on this machine (no NVIDIA index, no GPU)")
+
+ORIN_ENTRY = {"path": "engines/orin-trt10.3.0.plan", "gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0",
+              "precision": "int8"}
+
+
+def test_engine_names_are_slugified():
+    assert slugify("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
+    assert slugify("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert slugify("../../etc") == "etc"
+    assert engine_filename("Orin", "10.3.0") == "orin-trt10.3.0.plan"
+    assert engine_filename("Orin", "10.3.0", "fp16") == "orin-trt10.3.0-fp16.plan"
+
+
+def test_same_gpu_and_version_is_accepted():
+    assert engine_incompatibility(ORIN_ENTRY, "Orin", "8.7", "10.3.0") is None
+    check_engine_compatible(ORIN_ENTRY, "Orin", "8.7", "10.3.0")  # no exception
+
+
+@pytest.mark.parametrize("gpu,cc,version,needle", [
+    ("NVIDIA GeForce RTX 4090", "8.9", "10.3.0", "GPU"),
+    ("Orin", "8.7", "10.7.0", "TensorRT 10.3.0 built it"),
+    ("Orin", "7.2", "10.3.0", "compute capability"),
+])
+def test_other_gpu_or_tensorrt_is_refused_with_rebuild_hint(gpu, cc, version, needle):
+    with pytest.raises(UserError) as err:
+        check_engine_compatible(ORIN_ENTRY, gpu, cc, version)
+    message = str(err.value)
+    assert needle in message and "build-engine" in message and "Rebuild" in message
+    assert "\n" not in message
+
+
+def test_build_options_are_checked():
+    with pytest.raises(UserError):
+        BuildOptions(int8=False, fp16=False)
+    with pytest.raises(UserError):
+        BuildOptions(min_batch=8, opt_batch=4, max_batch=32)
+    assert BuildOptions(int8=True).strongly_typed
+    assert not BuildOptions(int8=True, fp16=True).strongly_typed  # strong typing forbids the FP16 flag
+    assert BuildOptions(int8=False, fp16=True).precision == "fp16"
+    assert parse_batch_profile("1,8,32") == (1, 8, 32)
+    with pytest.raises(UserError):
+        parse_batch_profile("1,8")
+
+
+def test_record_engine_updates_entries_and_hashes_atomically(tmp_path):
+    (tmp_path / "engines").mkdir()
+    plan = tmp_path / "engines" / "orin-trt10.3.0.plan"
+    plan.write_bytes(b"plan")
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "p4q-bundle/1", "files": {"model.onnx": {"sha256": "x", "bytes": 1}}}))
+    entry = dict(ORIN_ENTRY, sha256=trt_engine.file_sha256(plan), bytes=4)
+    record_engine(tmp_path, entry)
+    record_engine(tmp_path, dict(entry, build_seconds=2))  # same path: replaced, not duplicated
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(m["engines"]) == 1 and m["engines"][0]["build_seconds"] == 2
+    assert m["files"]["engines/orin-trt10.3.0.plan"] == {"sha256": entry["sha256"], "bytes": 4}
+    assert m["files"]["model.onnx"]["sha256"] == "x"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_find_engine_explains_what_to_do(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"engines": [ORIN_ENTRY]}))
+    gpu = trt_engine.GpuInfo("Orin", "8.7")
+    assert trt_engine.find_engine(tmp_path, gpu, "10.3.0")["path"] == ORIN_ENTRY["path"]
+    with pytest.raises(UserError, match="Rebuild"):
+        trt_engine.find_engine(tmp_path, gpu, "10.8.0")
+    with pytest.raises(UserError, match="build-engine .* --fp16"):
+        trt_engine.find_engine(tmp_path, gpu, "10.3.0", "fp16")
+
+
+@pytest.mark.skipif(trt_available, reason="checks the message shown where TensorRT is missing")
+def test_missing_tensorrt_says_how_to_install():
+    with pytest.raises(UserError) as err:
+        trt_engine.require_tensorrt()
+    assert "pypi.nvidia.com" in str(err.value) and "python3-libnvinfer" in str(err.value)
+
+
+@pytest.mark.skipif(trt_available, reason="checks the message shown where TensorRT is missing")
+def test_build_engine_cli_without_tensorrt_is_a_user_error(cli, tmp_path):
+    proc = cli("build-engine", str(tmp_path), "--int8")
+    assert proc.returncode == 2
+    assert "pypi.nvidia.com" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_trt
+@pytest.mark.tensorrt
+def test_gpu_info_reports_a_name_and_capability():
+    info = trt_engine.gpu_info()
+    assert info.name and "." in info.compute_capability
