@@ -40,8 +40,9 @@ class PretrainRecipe:
 class TrainRecipe:
     """P4Q (or the FP CoOp baseline) on top of a (quantized) CLIP. See p4q_export/p4q/."""
 
-    model: str = "p4q-testbed"
+    model: str = "testbed"  # a MODEL, or `testbed` = the project's pretrained test-bed CLIP
     data: str = "fashion-mnist"
+    classnames: str = ""  # "" = the dataset's own; "imagenet" = open_clip's 1,000 ImageNet names
     method: str = "p4q"  # p4q | coop (FP learnable prompts: no quantization, adapter, distillation)
     shots: int = 16
     seed: int = 1
@@ -51,7 +52,9 @@ class TrainRecipe:
     bits: str = "8/8"  # W/A
     quantize_text: bool = False
     weight_observer: str = "minmax"
-    act_observer: str = "minmax"
+    act_observer: str = "minmax"  # minmax | percentile | omse
+    act_symmetric: bool = True  # paper profile only: false = asymmetric activations (official)
+    act_per_channel: bool = False  # paper profile only: channel-wise activations (official)
     calib_images: int = 1280
     calib_seed: int = 0
     # prompt learner

@@ -114,3 +114,20 @@ def test_quantized_adapter_calibrates():
     q = ad(f)
     assert not torch.equal(q, fp)
     assert F.cosine_similarity(q, fp).min() > 0.99
+
+
+def test_text_path_matches_quantized_encode_text():
+    """Through a W4A4-quantized text tower (explicit attention, QuantProjection) too."""
+    from p4q_export.models import load_model
+    from p4q_export.quant import calibrate_clip, get_profile, quantize_clip
+
+    torch.manual_seed(1)
+    lm = load_model("p4q-testbed")
+    model, tok = lm.model, lm.tokenizer
+    quantize_clip(model, get_profile("paper", "4/4"), quantize_text=True)
+    calibrate_clip(model, torch.randn(8, 3, 32, 32), tok([f"a photo of a {c}." for c in CLASSES]))
+    pl = PromptLearner(model, tok, CLASSES, ctx_init="a photo of a")
+    with torch.no_grad():
+        ours = encode_prompt_embeddings(model, *pl())
+        ref = model.encode_text(tok([f"a photo of a {c}." for c in CLASSES]))
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)

@@ -1,16 +1,25 @@
-"""`predict` command (placeholder until its issue lands)."""
+"""`predict`: top-k labels for PNG/JPEG files with a bundle."""
 
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+from pathlib import Path
+from typing import Annotated, List
 
 import typer
 
-from ..errors import UserError
+from ._common import JsonOpt, emit
 
 
 def predict(
-    args: Annotated[Optional[List[str]], typer.Argument(help="Not built yet.")] = None,
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An exported bundle directory.")],
+    images: Annotated[List[Path], typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ...).")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels per image.")] = 5,
+    backend: Annotated[str, typer.Option("--backend", help="ort-exact (default), ort (fast INT8 kernels), torch or trt.")] = "ort-exact",
+    json_out: JsonOpt = False,
 ) -> None:
-    """Not built yet."""
-    raise UserError("'predict' is not built yet in this version of p4q-export")
+    """Top-k labels and softmax scores for each image."""
+    from ..runtime.predict import predict_files
+
+    r = predict_files(bundle, images, top_k=top_k, backend=backend)
+    emit(r, json_out, lambda d: "\n".join(
+        f"{p['file']}: " + ", ".join(f"{l} {s:.3f}" for l, s in zip(p["labels"], p["scores"])) for p in d["predictions"]))

@@ -12,7 +12,7 @@ from ._common import JsonOpt, emit
 
 
 def pretrain(
-    out: Annotated[Path, typer.Option("--out", help="Output directory (open_clip-loadable: config + weights + manifest).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (open_clip-loadable: config + weights + manifest). Default: the shared cache for this recipe ($P4Q_CACHE, ~/.cache/p4q-export), which the tests reuse.")] = None,
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-pretrain.yaml.")] = None,
     set_: Annotated[Optional[List[str]], typer.Option("--set", help="Override a recipe key: --set epochs=1.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if OUT already holds this recipe's model.")] = False,
@@ -21,7 +21,10 @@ def pretrain(
     """Pretrain a small CLIP from scratch with caption templates (reuses OUT if it matches the recipe)."""
     from ..models.pretrain import cached_pretrain
 
+    from ..models.testbed import testbed_dir
+
     r = load_recipe(recipe, set_, PretrainRecipe)
+    out = out or testbed_dir(r)
     manifest, reused = cached_pretrain(r, out, force=force)
     result = {"out": str(out), "reused": reused, "seconds": manifest["seconds"], "accuracy": manifest["accuracy"]}
     emit(result, json_out, lambda d: f"{'reused' if reused else 'wrote'} {out}: zero-shot "

@@ -32,7 +32,7 @@ def _human(d: dict) -> str:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}%"
 
-    trained = d.get("trained_mean_std", pct(acc.get("trained")))
+    trained = f"{d['trained_mean_std']}%" if "trained_mean_std" in d else pct(acc.get("trained"))
     return (f"{d['method']}: trained top-1 {trained} (FP zero-shot {pct(acc.get('fp_zeroshot'))}, "
             f"PTQ zero-shot {pct(acc.get('ptq_zeroshot'))}) on {d['n_eval']} {d['eval_split']} images, "
             f"{d['seconds']:.1f}s -> {d['out']}")

@@ -1,16 +1,48 @@
-"""`validate` command (placeholder until its issue lands)."""
+"""`validate`: a backend against the PyTorch reference on real images; exit 1 below threshold."""
 
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UserError
+from ..errors import CheckFailed
+from ._common import DataOpt, JsonOpt, emit
 
 
 def validate(
-    args: Annotated[Optional[List[str]], typer.Argument(help="Not built yet.")] = None,
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An exported bundle directory.")],
+    backend: Annotated[str, typer.Option("--backend", help="ort | ort-exact | trt. ORT runs in --ort-mode (default exact: Q/DQ computed exactly, the CPU stand-in for TensorRT).")] = "ort",
+    ort_mode: Annotated[str, typer.Option("--ort-mode", help="exact (what TensorRT computes) or fast (ORT's INT8 kernels; use with ort-x86 bundles).")] = "exact",
+    data: DataOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Validate on N images (every k-th of the test split).")] = None,
+    cosine_min: Annotated[Optional[float], typer.Option("--cosine-min", help="Minimum per-image logit cosine (default: manifest, 0.999).")] = None,
+    top1_agreement_min: Annotated[Optional[float], typer.Option("--top1-agreement-min", help="Minimum top-1 agreement (default: manifest, 0.99).")] = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Not built yet."""
-    raise UserError("'validate' is not built yet in this version of p4q-export")
+    """Compare a backend's logits with the PyTorch reference; writes BUNDLE/validation.json."""
+    from ..errors import UserError
+    from ..runtime.validate import validate_bundle
+
+    backend = _resolve_backend(backend, ort_mode, UserError)
+    r = validate_bundle(bundle, backend, data, limit, cosine_min, top1_agreement_min)
+    emit(r, json_out, lambda d: f"{'PASSED' if d['passed'] else 'FAILED'} {d['backend']} vs torch on {d['n']} images: "
+         f"cosine min {d['cosine_min']:.6f} mean {d['cosine_mean']:.6f}, top-1 agreement {d['top1_agreement']:.4f}, "
+         f"max |diff| {d['max_abs_diff']:.4g}; top-1 {d['accuracy'][d['backend']]['top1']:.4f} vs torch {d['accuracy']['torch']['top1']:.4f}")
+    if not r["passed"]:
+        t = r["thresholds"]
+        raise CheckFailed(f"{r['backend']} does not match the reference: cosine_min {r['cosine_min']:.6f} (need {t['cosine_min']}), "
+                          f"top1_agreement {r['top1_agreement']:.4f} (need {t['top1_agreement_min']})")
+
+
+def _resolve_backend(backend: str, ort_mode: str, UserError) -> str:
+    if ort_mode not in ("exact", "fast"):
+        raise UserError(f"--ort-mode must be exact or fast, got '{ort_mode}'")
+    if backend == "ort":
+        return "ort-exact" if ort_mode == "exact" else "ort"
+    if backend in ("ort-exact", "ort-fast"):
+        return "ort-exact" if backend == "ort-exact" else "ort"
+    if backend == "trt":
+        return backend
+    raise UserError(f"unknown --backend '{backend}' (expected ort, ort-exact, ort-fast or trt)")

@@ -47,6 +47,9 @@ def write_bundle(out: Path, write_files: Callable[[Path], dict], force: bool = F
         manifest = write_files(staging)
         manifest["files"] = hash_files(staging)
         write_json_atomic(staging / MANIFEST, manifest)
+        # mkdtemp/mkstemp create owner-only entries; a bundle is meant to be shared and copied.
+        os.chmod(staging, 0o755)
+        os.chmod(staging / MANIFEST, 0o644)
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / "old")

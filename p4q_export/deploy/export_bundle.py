@@ -73,7 +73,7 @@ def _manifest(folded: FoldedModel, report, expected_layers: int, started: float,
     }
 
 
-def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = 1280,
+def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = 256,
                   uint8_input: bool = False, with_embedding: bool = False, force: bool = False) -> dict:
     started = time.time()
     out = Path(out)

@@ -153,6 +153,9 @@ def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_
 
     run = load_run(run_dir)
     profile = run.profile
+    if profile is None:
+        raise UserError(f"run {run_dir} is full precision (method {getattr(run.recipe, 'method', 'coop')}): nothing INT8 to export; "
+                        "export its MODEL with --profile trt, or train with --method p4q")
     if isinstance(profile, str):
         from ..quant import get_profile
 

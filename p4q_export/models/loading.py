@@ -16,6 +16,7 @@ from ..errors import UserError
 CONFIG_DIR = Path(__file__).parent / "configs"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
+TESTBED_ALIAS = "testbed"  # the project's pretrained test bed, from the cache (pretrained on first use)
 _registered = False
 
 
@@ -69,10 +70,14 @@ def _check_checkpoint_file(path: Path) -> None:
 
 def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     """`spec`: DIR (open_clip_config.json + weights), FILE (with open_clip_config.json beside it),
-    NAME (random weights), NAME:TAG (open_clip pretrained tag) or NAME:FILE."""
+    NAME (random weights), NAME:TAG (open_clip pretrained tag), NAME:FILE, or `testbed`."""
     import open_clip
 
     register_project_configs()
+    if spec == TESTBED_ALIAS:
+        from .testbed import ensure_testbed
+
+        spec = str(ensure_testbed())
     p = Path(spec)
     name_for_tokenizer: str
     try:

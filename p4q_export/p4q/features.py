@@ -10,12 +10,28 @@ and lets a test check that both give the same losses.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+class ImageSource:
+    """Preprocessed images of a dataset, made batch by batch (ImageNet's test split as one float
+    tensor would take 30 GB)."""
+
+    def __init__(self, dataset, preprocess):
+        self.dataset, self.preprocess = dataset, preprocess
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, indices) -> torch.Tensor:
+        from ..data import preprocess_dataset
+
+        idx = torch.as_tensor(indices, dtype=torch.long).numpy()
+        return preprocess_dataset(self.dataset.subset(idx), self.preprocess)
 
 
 def teacher_context(model: nn.Module):
@@ -45,20 +61,20 @@ def tower_features(model: nn.Module, images: torch.Tensor, teacher: bool) -> tup
 class CachedFeatures:
     """Both views of every training image through both frozen towers, computed once."""
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, n_views: int, teacher: bool, batch_size: int = 256):
-        students, teachers = [], []
-        for view in range(n_views):
-            s_chunks, t_chunks = [], []
-            for start in range(0, len(images), batch_size):
-                batch = images[start : start + batch_size]
+    def __init__(self, model: nn.Module, images: ImageSource, n_views: int, teacher: bool, batch_size: int = 256):
+        from ..progress import progress_iter
+
+        students = [[] for _ in range(n_views)]
+        teachers = [[] for _ in range(n_views)]
+        for start in progress_iter(range(0, len(images), batch_size), desc="caching features"):
+            batch = images.batch(range(start, min(start + batch_size, len(images))))
+            for view in range(n_views):
                 views = torch.full((len(batch),), view, dtype=torch.long)
                 s, t = tower_features(model, apply_views(batch, views), teacher)
-                s_chunks.append(s)
-                t_chunks.append(t)
-            students.append(torch.cat(s_chunks))
-            teachers.append(torch.cat(t_chunks) if teacher else None)
-        self.student = torch.stack(students)  # [V, N, D] raw
-        self.teacher = torch.stack(teachers) if teacher else None  # [V, N, D] normalized
+                students[view].append(s)
+                teachers[view].append(t)
+        self.student = torch.stack([torch.cat(c) for c in students])  # [V, N, D] raw
+        self.teacher = torch.stack([torch.cat(c) for c in teachers]) if teacher else None  # [V, N, D] normalized
 
     def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         s = self.student[views, indices]
@@ -69,11 +85,11 @@ class CachedFeatures:
 class OnTheFlyFeatures:
     """The uncached path: run both frozen towers on the (flipped) images of every batch."""
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, teacher: bool):
+    def __init__(self, model: nn.Module, images: ImageSource, teacher: bool):
         self.model, self.images, self.teacher = model, images, teacher
 
     def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return tower_features(self.model, apply_views(self.images[indices], views), self.teacher)
+        return tower_features(self.model, apply_views(self.images.batch(indices), views), self.teacher)
 
 
 @dataclass
@@ -87,12 +103,12 @@ class EvalFeatures:
 
 
 @torch.no_grad()
-def eval_features(model: nn.Module, images: torch.Tensor, labels, quantized: bool, batch_size: int = 500) -> EvalFeatures:
+def eval_features(model: nn.Module, images: ImageSource, labels, quantized: bool, batch_size: int = 500) -> EvalFeatures:
     from ..progress import progress_iter
 
     s_chunks, f_chunks = [], []
     for start in progress_iter(range(0, len(images), batch_size), desc="encoding test split"):
-        batch = images[start : start + batch_size]
+        batch = images.batch(range(start, min(start + batch_size, len(images))))
         s = model.encode_image(batch).float()
         s_chunks.append(s)
         if quantized:
@@ -102,6 +118,3 @@ def eval_features(model: nn.Module, images: torch.Tensor, labels, quantized: boo
             f_chunks.append(F.normalize(s, dim=-1))
     return EvalFeatures(torch.cat(s_chunks), torch.cat(f_chunks), torch.as_tensor(labels))
 
-
-def fp_context(model: nn.Module, quantized: bool):
-    return teacher_context(model) if quantized else nullcontext()

@@ -82,7 +82,7 @@ def _verify_files(run_dir: Path, manifest: dict) -> None:
         path = run_dir / name
         if not path.is_file():
             raise UserError(f"run {run_dir} is incomplete: {name} is missing")
-        if name != METRICS and file_sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise UserError(f"run {run_dir} is damaged: {name} does not match its SHA-256 in {RUN_MANIFEST}")
 
 
@@ -125,9 +125,10 @@ def load_run(run_dir) -> TrainedRun:
         p.requires_grad_(False)
     profile = None
     if recipe.method == "p4q":
-        from ..quant import get_profile, load_quant_state, quantize_clip
+        from ..quant import load_quant_state, quantize_clip
+        from .trainer import recipe_profile
 
-        profile = get_profile(recipe.profile, recipe.bits, w_observer=recipe.weight_observer, a_observer=recipe.act_observer)
+        profile = recipe_profile(recipe)
         quantize_clip(model, profile, quantize_text=recipe.quantize_text)
         if "quant_state" not in state:
             raise UserError(f"run {run_dir} is damaged: its checkpoint holds no calibration state")

@@ -36,11 +36,12 @@ from ..errors import UserError
 from ..progress import log, progress_iter
 from .adapter import QAdapter, feature_dim
 from .distributed import DistContext, init_distributed
-from .features import CachedFeatures, EvalFeatures, OnTheFlyFeatures, eval_features
+from .features import CachedFeatures, EvalFeatures, ImageSource, OnTheFlyFeatures, eval_features
 from .losses import DISTILL_FORMS, p4q_loss
 from .prompt_learner import PromptLearner, class_embeddings
 
 METHODS = ("p4q", "coop")
+TESTBED_SPEC = "testbed"
 # keys that change how a run is scheduled or scored, not what it learns: a resume may differ in them
 RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
 CHECKPOINT = "checkpoint.pt"
@@ -87,6 +88,40 @@ def check_recipe(r: TrainRecipe) -> None:
         raise UserError(f"eval_split must be train or test, got '{r.eval_split}'")
 
 
+def resolve_model_spec(spec: str) -> str:
+    """`testbed` names the project's pretrained test-bed CLIP (pretrained on first use, cached);
+    every other MODEL goes to load_model as it is."""
+    if spec == TESTBED_SPEC:
+        from ..models.testbed import ensure_testbed
+
+        return str(ensure_testbed())
+    return spec
+
+
+def recipe_profile(recipe: TrainRecipe):
+    from ..quant import get_profile
+
+    extra = {}
+    if recipe.profile == "paper":  # the deployable profiles fix these (and reject other values)
+        extra = {"a_symmetric": recipe.act_symmetric, "a_per_channel": recipe.act_per_channel}
+    return get_profile(recipe.profile, recipe.bits, w_observer=recipe.weight_observer,
+                       a_observer=recipe.act_observer, **extra)
+
+
+def recipe_classnames(recipe: TrainRecipe, ds) -> list[str]:
+    """The dataset's class names, or open_clip's ImageNet names for an ImageNet folder (whose
+    folders are WordNet ids, sorted in the same order as IMAGENET_CLASSNAMES)."""
+    if not recipe.classnames:
+        return list(ds.classnames)
+    if recipe.classnames != "imagenet":
+        raise UserError(f"classnames must be empty or 'imagenet', got '{recipe.classnames}'")
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    if len(ds.classnames) != len(IMAGENET_CLASSNAMES):
+        raise UserError(f"classnames: imagenet needs 1000 classes, {recipe.data} has {len(ds.classnames)}")
+    return list(IMAGENET_CLASSNAMES)
+
+
 def eval_subset(n: int, limit: int) -> np.ndarray:
     """A fixed (seed 0) sample of the evaluation split, so every run scores the same images."""
     if limit <= 0 or limit >= n:
@@ -103,28 +138,27 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
 
 def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: bool = True) -> Prepared:
     """Load the model and data, quantize (p4q), and score FP / PTQ zero-shot on the test split."""
-    from ..data import load_dataset, preprocess_dataset, templates_for
+    from ..data import load_dataset, templates_for
     from ..models import load_model
     from ..models.zeroshot import zero_shot_classifier
 
     check_recipe(recipe)
     if recipe.threads > 0:
         torch.set_num_threads(recipe.threads)
-    loaded = load_model(recipe.model)
+    loaded = load_model(resolve_model_spec(recipe.model))
     for p in loaded.model.parameters():
         p.requires_grad_(False)
     train_ds = load_dataset(recipe.data, "train")
-    classnames = list(train_ds.classnames)
+    classnames = recipe_classnames(recipe, train_ds)
     templates = templates_for(train_ds.name)
     fp_text = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates)
 
     quantized = recipe.method == "p4q"
     model, profile, info = loaded.model, None, {}
     if quantized:
-        from ..quant import get_profile
         from ..quant.ptq import build_ptq_model
 
-        profile = get_profile(recipe.profile, recipe.bits, w_observer=recipe.weight_observer, a_observer=recipe.act_observer)
+        profile = recipe_profile(recipe)
         log(f"quantizing {loaded.name} ({recipe.profile} W{recipe.bits.replace('/', 'A')}, text {'on' if recipe.quantize_text else 'off'})")
         # only rank 0 writes into the run; the others calibrate identically into a scratch dir
         calib_dir = out_dir / "calibration" if dist.is_main else Path(tempfile.mkdtemp(prefix="p4q-calib-"))
@@ -146,8 +180,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     if evaluate and dist.is_main:
         test_ds = load_dataset(recipe.data, recipe.eval_split)
         test_ds = test_ds.subset(eval_subset(len(test_ds), recipe.eval_limit))
-        images = preprocess_dataset(test_ds, loaded.preprocess)
-        prepared.eval = eval_features(model, images, test_ds.labels, quantized)
+        prepared.eval = eval_features(model, ImageSource(test_ds, loaded.preprocess), test_ds.labels, quantized)
         scale = model.logit_scale.exp().item()
         top1, top5 = accuracy(scale * prepared.eval.fp @ fp_text.T, prepared.eval.labels)
         prepared.zero_shot["fp_zeroshot"], prepared.zero_shot_top5["fp_zeroshot"] = top1, top5
@@ -330,12 +363,12 @@ def run_for_seed_key(recipe: TrainRecipe, seed: int) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def few_shot_data(prep: Prepared, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..data import few_shot_indices, preprocess_dataset
+def few_shot_data(prep: Prepared, seed: int) -> tuple[ImageSource, torch.Tensor]:
+    from ..data import few_shot_indices
 
     idx = few_shot_indices(prep.train_ds.labels, prep.recipe.shots, seed)
     subset = prep.train_ds.subset(idx)
-    return preprocess_dataset(subset, prep.loaded.preprocess), torch.as_tensor(subset.labels)
+    return ImageSource(subset, prep.loaded.preprocess), torch.as_tensor(subset.labels)
 
 
 def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, max_epochs: int | None = None,

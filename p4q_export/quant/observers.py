@@ -19,7 +19,7 @@ OBSERVERS = ("minmax", "percentile", "omse")
 DEFAULT_PERCENTILE = 99.99
 # Caps that keep calibration memory and time bounded on ViT-B sized activations.
 PERCENTILE_MAX_COLUMNS = 1 << 20
-OMSE_SAMPLE_COLUMNS = 1 << 15
+OMSE_SAMPLE_ELEMENTS = 1 << 18  # 1 MB per quantizer; plenty to rank 90 clipping ranges
 OMSE_STEPS = 90
 
 
@@ -107,10 +107,11 @@ class OmseObserver(MinMaxObserver):
     def observe(self, x: torch.Tensor) -> None:
         super().observe(x)
         rows = _as_rows(x, self.per_channel, self.axis)
-        self.samples.append(_strided_columns(rows, OMSE_SAMPLE_COLUMNS).clone())
-        # keep a bounded sample: the most recent batches, OMSE_SAMPLE_COLUMNS columns in all
-        while sum(s.shape[1] for s in self.samples) > OMSE_SAMPLE_COLUMNS and len(self.samples) > 1:
-            self.samples.pop(0)
+        max_columns = max(1, OMSE_SAMPLE_ELEMENTS // rows.shape[0])
+        self.samples.append(_strided_columns(rows, max_columns).clone())
+        # bounded memory, spread over all batches: past twice the budget, thin everything by 2
+        if sum(s.shape[1] for s in self.samples) > 2 * max_columns:
+            self.samples = [torch.cat(self.samples, dim=1)[:, ::2].clone()]
 
     def compute_range(self, qmin: int, qmax: int, symmetric: bool):
         from .fake_quant import fake_quantize_reference, qparams_from_range

@@ -1,0 +1,48 @@
+"""Print the demo's accuracy ladder and latency table from the JSON the CLI wrote."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def pct(v) -> str:
+    return "   n/a" if v is None else f"{100 * v:6.2f}"
+
+
+def main(out: Path) -> None:
+    coop = load(out / "coop" / "metrics.json").get("accuracy", {})
+    rows = []
+    for label, run in (("W8A8 (image tower)", "p4q-w8a8"), ("W4A4 (+ text tower)", "p4q-w4a4")):
+        acc = load(out / run / "metrics.json").get("accuracy", {})
+        ptq, p4q, fp = acc.get("ptq_zeroshot"), acc.get("trained"), acc.get("fp_zeroshot")
+        recovered = "" if None in (ptq, p4q, fp) or fp <= ptq else f"{100 * (p4q - ptq) / (fp - ptq):5.0f}%"
+        rows.append(f"| {label:<20} | {pct(fp)} | {pct(coop.get('trained'))} | {pct(ptq)} | {pct(p4q)} | {recovered:>9} |")
+    print("\nAccuracy ladder (Fashion-MNIST test split, 10,000 images, top-1 %; 16 shots, seed 1)\n")
+    print("| setting              | FP 0-shot | FP CoOp | PTQ 0-shot |   P4Q | recovered |")
+    print("|----------------------|-----------|---------|------------|-------|-----------|")
+    for r in rows:
+        print(r)
+
+    v = load(out / "validate.json")
+    if v:
+        print(f"\nValidation ({v.get('backend')} vs PyTorch reference, n={v.get('n')}): cosine min {v.get('cosine_min'):.5f}, "
+              f"mean {v.get('cosine_mean'):.6f}, top-1 agreement {v.get('top1_agreement'):.4f}, passed={v.get('passed')}")
+
+    bench = load(out / "bench.json")
+    if bench.get("results"):
+        print(f"\nLatency on this CPU ({bench.get('device')}), bundle {out / 'bundle-w8a8'}\n")
+        print("| backend   | precision | batch | p50 ms | p90 ms | p99 ms | images/s |")
+        print("|-----------|-----------|-------|--------|--------|--------|----------|")
+        for r in bench["results"]:
+            print(f"| {r['backend']:<9} | {r['precision']:<9} | {r['batch']:>5} | {r['p50_ms']:6.2f} | {r['p90_ms']:6.2f} | "
+                  f"{r['p99_ms']:6.2f} | {r['throughput_ips']:8.1f} |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "out/demo"))

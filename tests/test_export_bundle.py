@@ -1,0 +1,132 @@
+"""`export` of a bare MODEL (the test-bed architecture with random weights: fast, no pretraining)
+through the real CLI: graph structure, manifest, hashes, refusals and the atomic write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from p4q_export.deploy.bundle import load_bundle
+from p4q_export.errors import UserError
+
+TESTBED_LAYERS = 4 * 4 + 1  # 4 blocks × (qkv, out, fc, proj) + the visual projection
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    proc = run_cli("--json", "export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(out), "--calib-images", "128", check=True)
+    return out, json.loads(proc.stdout)
+
+
+def _zero_points(model):
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+
+
+def test_graph_has_qdq_on_every_quantized_layer(bundle):
+    out, result = bundle
+    model = onnx.load(str(out / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert result["quantized_layers"] == TESTBED_LAYERS
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 2 * TESTBED_LAYERS
+    assert "LayerNormalization" in ops and "DynamicQuantizeLinear" not in ops
+    q_outputs = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    consumers = [n for n in model.graph.node if set(n.input) & q_outputs]
+    assert {n.op_type for n in consumers} == {"DequantizeLinear"}  # no Clip between Q and DQ
+    assert model.opset_import[0].version >= 17
+    zps = _zero_points(model)
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    # image → logits, dynamic batch; the folded head is the last MatMul
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    last = next(n for n in reversed(model.graph.node) if n.output[0] == "logits")
+    assert last.op_type == "MatMul"
+
+
+def test_manifest_records_everything_and_hashes_verify(bundle):
+    out, _ = bundle
+    m = json.loads((out / "manifest.json").read_text())
+    for key in ("model", "profile", "classnames", "preprocessing", "inputs", "outputs", "versions", "files", "accuracy", "reference"):
+        assert key in m, key
+    assert m["profile"]["name"] == "trt" and len(m["classnames"]) == 10
+    assert m["preprocessing"]["mean"] and m["preprocessing"]["folded_into_graph"] is False
+    assert m["inputs"][0] == {**m["inputs"][0], "name": "image", "dtype": "float32", "shape": ["batch", 3, 32, 32]}
+    assert m["outputs"][0]["shape"] == ["batch", 10]
+    assert {"model.onnx", "reference.pt", "classnames.txt"} <= set(m["files"])
+    assert all(len(v["sha256"]) == 64 for v in m["files"].values())
+    assert "torch" in m["versions"] and "onnx" in m["versions"]
+    load_bundle(out)  # verifies every hash
+
+
+def test_reference_and_ort_exact_agree(bundle):
+    from p4q_export.data import load_dataset
+    from p4q_export.runtime import open_runner
+    from p4q_export.runtime.inputs import dataset_inputs
+
+    out, _ = bundle
+    b = load_bundle(out)
+    ds = load_dataset("fashion-mnist", "test").subset(range(64))
+    x = dataset_inputs(b, ds)
+    torch_logits = open_runner(b, "torch")(x)
+    ort_logits = open_runner(b, "ort-exact")(x)
+    fp32_logits = open_runner(b, "ort-exact", precision="fp32")(x)
+    assert torch_logits.shape == ort_logits.shape == (64, 10)
+    # random weights: tiny logits, so compare absolutely; the FP32 twin differs by quantization only
+    assert np.abs(torch_logits - ort_logits).mean() < 0.01
+    assert np.abs(fp32_logits - ort_logits).mean() < 0.5
+
+
+def test_uint8_input_bundle_folds_preprocessing(tmp_path, cli):
+    out = tmp_path / "u8"
+    proc = cli("--json", "export", "p4q-testbed", "--data", "digits", "--out", str(out), "--calib-images", "64",
+               "--uint8-input", "--embedding", "--profile", "ort-x86", check=True)
+    assert json.loads(proc.stdout)["uint8_input"] is True
+    model = onnx.load(str(out / "model.onnx"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.name for o in model.graph.output] == ["logits", "embedding"]
+    m = load_bundle(out).manifest
+    assert m["preprocessing"]["folded_into_graph"] is True and m["profile"]["name"] == "ort-x86"
+    assert m["inputs"][0]["dtype"] == "uint8"
+
+
+def test_paper_profile_is_refused_and_nothing_is_written(tmp_path, cli):
+    out = tmp_path / "paper"
+    proc = cli("export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(out), "--profile", "paper")
+    assert proc.returncode == 2
+    assert "not deployable" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".paper*"))
+
+
+def test_existing_bundle_is_not_overwritten_without_force(bundle, cli):
+    out, _ = bundle
+    proc = cli("export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(out))
+    assert proc.returncode == 2 and "--force" in proc.stderr
+
+
+def test_changed_or_truncated_files_are_user_errors(bundle, tmp_path, cli):
+    import shutil
+
+    out, _ = bundle
+    for name, damage in (("changed", lambda p: p.write_text(p.read_text().replace("bag", "bog"))),
+                         ("truncated", None)):
+        copy = tmp_path / name
+        shutil.copytree(out, copy)
+        if damage:
+            damage(copy / "classnames.txt")
+        else:
+            data = (copy / "model.onnx").read_bytes()
+            (copy / "model.onnx").write_bytes(data[: len(data) // 2])
+        with pytest.raises(UserError, match="changed after export"):
+            load_bundle(copy)
+        proc = cli("validate", str(copy), "--data", "fashion-mnist", "--limit", "10")
+        assert proc.returncode == 2 and "changed after export" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not (copy / "validation.json").exists()

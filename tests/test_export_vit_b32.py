@@ -1,0 +1,52 @@
+"""`export ViT-B-32 --data fashion-mnist --profile trt` (random weights, offline): within 2 minutes
+and 6 GB, one Q/DQ pair on the input and on the weight of each of its 49 quantized layers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from p4q_export.deploy.trt_lint import lint_model
+
+PEAK_RSS = """
+import resource, runpy, sys
+sys.argv = ["p4q-export", *sys.argv[1:]]
+try:
+    runpy.run_module("p4q_export.cli", run_name="__main__")
+finally:
+    print(f"PEAK_RSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+"""
+
+
+def test_vit_b32_export_time_memory_and_graph(tmp_path, repo_root):
+    out = tmp_path / "vitb32"
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, "--json", "export", "ViT-B-32", "--data", "fashion-mnist", "--profile", "trt",
+         "--out", str(out), "--calib-images", "64"],
+        capture_output=True, text=True, timeout=600, cwd=repo_root, env=dict(os.environ, P4Q_NO_PROGRESS="1"),
+    )
+    seconds = time.time() - started
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak_gb = int(proc.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0]) / 1e6
+    print(f"ViT-B-32 export: {seconds:.1f}s, peak RSS {peak_gb:.2f} GB")
+    assert seconds <= 120, f"export took {seconds:.0f}s"
+    assert peak_gb <= 6.0
+
+    result = json.loads(proc.stdout)
+    assert result["quantized_layers"] == 49 and result["qdq_pairs"] == 98
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    report = lint_model(model)
+    assert report.ok and len(report.quantized_layers) == 49
+    inits = {t.name: t for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zp = numpy_helper.to_array(inits[n.input[2]])
+            assert zp.dtype == np.int8 and not zp.any()

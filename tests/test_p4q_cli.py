@@ -1,0 +1,129 @@
+"""`train` end to end on the pretrained test bed: outputs, kill -9 + resume, torchrun with two
+ranks, load_run. One short uninterrupted run is the reference for the other two."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+W8A8 = "recipes/testbed-p4q-w8a8.yaml"
+
+
+def short_args(model: Path, out: Path) -> list[str]:
+    # uncached features make an epoch slow enough (~1 s) to be killed in the middle of epoch 2
+    return ["train", "--recipe", W8A8, "--out", str(out), "--shots", "16", "--seed", "1",
+            "--set", f"model={model}", "--set", "epochs=4", "--set", "calib_images=256",
+            "--set", "eval_limit=1000", "--set", "cache_features=false", "--set", "threads=1", "--json"]
+
+
+def env() -> dict:
+    return dict(os.environ, P4Q_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def reference(testbed_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    proc = subprocess.run([sys.executable, "-m", "p4q_export.cli", *short_args(testbed_model, out)],
+                          capture_output=True, text=True, cwd=REPO, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads(proc.stdout)
+
+
+def test_run_outputs(reference):
+    out, metrics = reference
+    acc = metrics["accuracy"]
+    for key in ("fp_zeroshot", "ptq_zeroshot", "trained"):
+        assert 0.0 <= acc[key] <= 1.0
+    assert metrics["seconds"] > 0 and metrics["seeds"] == [1] and metrics["n_eval"] == 1000
+    assert metrics["versions"]["torch"] and metrics["recipe"]["epochs"] == 4
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == acc
+    manifest = json.loads((out / "run.json").read_text())
+    from p4q_export.manifest import file_sha256
+
+    assert manifest["files"]["checkpoint.pt"] == file_sha256(out / "checkpoint.pt")
+    assert manifest["calibration"]["sha256"] and (out / manifest["calibration"]["list"]).is_file()
+    assert manifest["profile"]["name"] == "trt"
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["done"] and state["epoch"] == 4 and "quant_state" in state
+
+
+def test_load_run_reproduces_metrics(reference):
+    from p4q_export.data import load_dataset, preprocess_dataset
+    from p4q_export.p4q.run import is_run_dir, load_run
+    from p4q_export.p4q.trainer import eval_subset
+
+    out, metrics = reference
+    assert is_run_dir(out) and not is_run_dir(out / "calibration")
+    run = load_run(out)
+    ds = load_dataset("fashion-mnist", "test")
+    ds = ds.subset(eval_subset(len(ds), 1000))
+    logits = run.logits(preprocess_dataset(ds, run.loaded.preprocess))
+    top1 = (logits.argmax(1) == torch.as_tensor(ds.labels)).float().mean().item()
+    assert top1 == pytest.approx(metrics["accuracy"]["trained"], abs=1e-6)
+    assert run.class_embeddings().shape == (10, 128)
+
+
+def test_load_run_rejects_damage(reference, tmp_path):
+    import shutil
+
+    from p4q_export.errors import UserError
+    from p4q_export.p4q.run import load_run
+
+    with pytest.raises(UserError):
+        load_run(tmp_path / "missing")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(reference[0], damaged)
+    with open(damaged / "checkpoint.pt", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(UserError, match="damaged"):
+        load_run(damaged)
+
+
+def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "p4q_export.cli", *short_args(testbed_model, out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env())
+    ckpt = out / "checkpoint.pt"
+    deadline = time.time() + 500
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # epoch 1 was just written: we are in epoch 2
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 1 and not state["done"]
+
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env(), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming after epoch 1" in again.stderr
+    metrics = json.loads(again.stdout)
+    ref = reference[1]
+    assert metrics["resumed_from_epoch"] == 1
+    assert metrics["accuracy"] == ref["accuracy"]
+    for a, b in zip(metrics["history"], ref["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_torchrun_two_ranks_matches_one_process(testbed_model, reference, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "p4q_export.cli", *short_args(testbed_model, out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout)  # only rank 0 prints
+    ref = reference[1]
+    for a, b in zip(metrics["history"], ref["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    for key in ("fp_zeroshot", "ptq_zeroshot"):
+        assert metrics["accuracy"][key] == ref["accuracy"][key]
+    assert metrics["accuracy"]["trained"] == pytest.approx(ref["accuracy"]["trained"], abs=2e-3)  # ≤ 2 of 1000 images
+    assert not any(p.name.startswith(".calibration") for p in out.iterdir())

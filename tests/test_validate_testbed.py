@@ -1,0 +1,77 @@
+"""Acceptance on the pretrained test-bed CLIP: export → validate against the PyTorch reference
+(ORT exact Q/DQ for the trt profile, ORT's fast INT8 kernels for ort-x86), and a trained P4Q run
+whose exported bundle reproduces the run's own accuracy. Validation uses a 1,000-image subset of
+the Fashion-MNIST test split to stay quick (the full 10k is measured in the export report)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+LIMIT = "1000"
+
+
+def _export(cli, source, out, *extra):
+    proc = cli("--json", "export", str(source), "--out", str(out), *extra, check=True)
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def trt_bundle(testbed_model, tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("tb") / "trt"
+    _export(run_cli, testbed_model, out, "--data", "fashion-mnist", "--profile", "trt", "--calib-images", "512")
+    return out
+
+
+def test_validate_ort_exact_matches_reference(trt_bundle, cli):
+    proc = cli("--json", "validate", str(trt_bundle), "--backend", "ort", "--data", "fashion-mnist", "--limit", LIMIT, check=True)
+    r = json.loads(proc.stdout)
+    assert r["backend"] == "ort-exact" and r["n"] == 1000
+    assert r["cosine_min"] >= 0.999 and r["top1_agreement"] >= 0.99 and r["passed"] is True
+    assert {"cosine_mean", "max_abs_diff"} <= set(r)
+    assert abs(r["accuracy"]["ort-exact"]["top1"] - r["accuracy"]["torch"]["top1"]) <= 0.005
+    assert r["accuracy"]["torch"]["top1"] > 0.7  # a real classifier, not noise
+    assert json.loads((trt_bundle / "validation.json").read_text())["passed"] is True
+
+
+def test_impossible_threshold_fails_with_exit_1(trt_bundle, cli):
+    proc = cli("--json", "validate", str(trt_bundle), "--data", "fashion-mnist", "--limit", "200", "--cosine-min", "1.01")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["passed"] is False and "cosine_min" in proc.stderr
+
+
+def test_ort_fast_int8_on_ort_x86_bundle_passes(testbed_model, tmp_path, cli):
+    out = tmp_path / "x86"
+    _export(cli, testbed_model, out, "--data", "fashion-mnist", "--profile", "ort-x86", "--calib-images", "512", "--uint8-input")
+    proc = cli("--json", "validate", str(out), "--backend", "ort", "--ort-mode", "fast", "--data", "fashion-mnist", "--limit", LIMIT)
+    r = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert r["backend"] == "ort" and r["passed"] is True and r["cosine_min"] >= 0.999 and r["top1_agreement"] >= 0.99
+
+
+def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli, repo_root):
+    pytest.importorskip("p4q_export.p4q.run")
+    run = tmp_path / "run"
+    proc = cli("--json", "train", "--recipe", str(repo_root / "recipes" / "testbed-p4q-w8a8.yaml"),
+               "--set", f"model={testbed_model}", "--out", str(run))
+    if proc.returncode != 0:
+        pytest.skip(f"train not available here: {proc.stderr.strip().splitlines()[-1:]}")
+    metrics = json.loads((run / "metrics.json").read_text())
+    out = tmp_path / "bundle"
+    result = _export(cli, run, out)
+    assert result["source"] == "run" and result["quantized_layers"] == 17 + 2  # tower + adapter's 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["accuracy"] == metrics["accuracy"]
+
+    r = json.loads(cli("--json", "validate", str(out), "--data", "fashion-mnist", "--limit", LIMIT, check=True).stdout)
+    assert r["cosine_min"] >= 0.999 and r["top1_agreement"] >= 0.99 and r["passed"]
+
+    from p4q_export.runtime.validate import evaluate_bundle
+
+    ev = evaluate_bundle(out, "fashion-mnist", backend="ort-exact")
+    trained = metrics["accuracy"]["trained"]
+    trained_top1 = trained["top1"] if isinstance(trained, dict) else trained
+    assert ev["n"] == 10000 and abs(ev["top1"] - trained_top1) <= 0.005
