@@ -44,11 +44,11 @@ def test_truncated_and_foreign_checkpoints(tmp_path, testbed_model):
 def test_pretrained_checkpoint_is_open_clip_loadable(testbed_model):
     import open_clip
 
-    model = open_clip.create_model(f"local-dir:{testbed_model}")
+    model = open_clip.create_model(f"local-dir:{testbed_model}").eval()
     ours = load_model(str(testbed_model)).model
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(model.encode_image(x), ours.encode_image(x))
+        assert torch.allclose(model.encode_image(x), ours.encode_image(x), atol=1e-5)
     manifest = json.loads((testbed_model / "manifest.json").read_text())
     assert manifest["versions"]["torch"] and len(manifest["files"]["open_clip_pytorch_model.bin"]) == 64
 
