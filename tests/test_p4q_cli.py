@@ -25,6 +25,14 @@ def short_args(model: Path, out: Path) -> list[str]:
             "--set", "eval_limit=1000", "--set", "cache_features=false", "--set", "threads=1", "--json"]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def env() -> dict:
     return dict(os.environ, P4Q_NO_PROGRESS="1", OMP_NUM_THREADS="1")
 
@@ -115,7 +123,7 @@ def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
 
 def test_torchrun_two_ranks_matches_one_process(testbed_model, reference, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "p4q_export.cli", *short_args(testbed_model, out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,7 +9,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import onnx
 import torch
 
 from ..errors import UserError
@@ -120,9 +119,3 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         "seconds": round(time.time() - started, 2),
     }
 
-
-def load_onnx_checked(path: Path) -> onnx.ModelProto:
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError etc. on a truncated file
-        raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None

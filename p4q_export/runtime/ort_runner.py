@@ -30,8 +30,6 @@ class OrtRunner:
             so.add_session_config_entry("session.disable_quant_qdq", "1")
         model: str | bytes = str(bundle.onnx_path)
         if precision == "fp32":
-            import onnx
-
             from ..deploy.qdq import strip_qdq
 
             model = strip_qdq(_load_onnx(bundle.onnx_path)).SerializeToString()
