@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .data import load_dataset, parse_spec, preprocess_dataset, templates_for
+from .data.samplers import eval_subset
 from .errors import UserError
 from .models import load_model
 from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
@@ -27,14 +28,8 @@ class EvalRequest:
     limit: int = 0
     calib_images: int = 1280
     calib_seed: int = 0
-
-
-def _limited(ds, limit: int):
-    """A fixed, class-balanced-by-construction subset: every k-th image (deterministic)."""
-    if limit and limit < len(ds):
-        step = len(ds) / limit
-        return ds.subset([int(i * step) for i in range(limit)])
-    return ds
+    act_observer: str | None = None
+    weight_observer: str | None = None
 
 
 def _is_bundle(path: Path) -> bool:
@@ -65,7 +60,7 @@ def _evaluate_model(req: EvalRequest) -> dict:
     if not req.data:
         raise UserError("eval of a model needs --data SPEC")
     loaded = load_model(req.target)
-    test = _limited(load_dataset(req.data, split="test"), req.limit)
+    test = eval_subset(load_dataset(req.data, split="test"), req.limit)
     model = loaded.model
     mode = "fp_zeroshot"
     info: dict = {}
@@ -73,14 +68,14 @@ def _evaluate_model(req: EvalRequest) -> dict:
         from .quant import get_profile
         from .quant.ptq import build_ptq_model
 
-        profile = get_profile(req.quant, req.bits)
+        profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
         calib = load_dataset(req.data, split="train")
         model, info = build_ptq_model(
             loaded, profile, req.quantize_text, calib, n_calib=req.calib_images, seed=req.calib_seed
         )
         mode = "ptq_zeroshot"
-    elif req.bits:
-        raise UserError("--bits needs --quant PROFILE")
+    elif req.bits or req.act_observer or req.weight_observer:
+        raise UserError("--bits and the observers need --quant PROFILE")
     classifier = zero_shot_classifier(model, loaded.tokenizer, test.classnames, templates_for(test.name))
     feats = encode_images(model, preprocess_dataset(test, loaded.preprocess), desc=f"eval {test.name}")
     acc = topk_accuracy(feats @ classifier.T, torch.from_numpy(test.labels))
@@ -95,7 +90,7 @@ def _evaluate_run(run_dir: Path, req: EvalRequest) -> dict:
 
     run = load_run(run_dir)
     data = req.data or run.recipe.data
-    test = _limited(load_dataset(data, split="test"), req.limit)
+    test = eval_subset(load_dataset(data, split="test"), req.limit)
     images = preprocess_dataset(test, run.loaded.preprocess)
     with torch.no_grad():
         logits = torch.cat([run.logits(images[i : i + 500]) for i in range(0, len(images), 500)])

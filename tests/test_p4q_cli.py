@@ -67,7 +67,7 @@ def test_run_outputs(reference):
 def test_load_run_reproduces_metrics(reference):
     from p4q_export.data import load_dataset, preprocess_dataset
     from p4q_export.p4q.run import is_run_dir, load_run
-    from p4q_export.p4q.trainer import eval_subset
+    from p4q_export.data.samplers import eval_subset_indices as eval_subset
 
     out, metrics = reference
     assert is_run_dir(out) and not is_run_dir(out / "calibration")

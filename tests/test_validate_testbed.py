@@ -60,7 +60,7 @@ def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli
 
     from p4q_export.data import load_dataset
     from p4q_export.deploy.bundle import load_bundle
-    from p4q_export.p4q.trainer import eval_subset
+    from p4q_export.data.samplers import eval_subset_indices as eval_subset
     from p4q_export.runtime import open_runner, run_batched
     from p4q_export.runtime.inputs import dataset_inputs
 

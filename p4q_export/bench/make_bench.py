@@ -1,7 +1,8 @@
 """`make bench`: ViT-B-32 (random weights) and the test-bed bundle on this CPU; prints the ratio
-table INT8 vs FP32 vs eager and checks the CPU acceptance bars at batch 1.
+table INT8 vs FP32 vs eager and checks the CPU acceptance bars at batch 1; then the P4Q training
+loop with cached frozen-tower features against the uncached loop.
 
-    python -m p4q_export.bench.make_bench [--iterations N] [--batch 1,8] [--only vit|testbed]
+    python -m p4q_export.bench.make_bench [--iterations N] [--batch 1,8] [--only vit|testbed|train]
 
 Bundles are exported once into $P4Q_CACHE/bench-bundles/ and reused.
 """
@@ -61,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", default="1,8")
-    ap.add_argument("--only", choices=["vit", "testbed"])
+    ap.add_argument("--only", choices=["vit", "testbed", "train"])
     args = ap.parse_args(argv)
     failed = False
-    for name, bundle in bundles(args.only).items():
+    for name, bundle in (bundles(args.only) if args.only != "train" else {}).items():
         report = run_bench(BenchRequest(bundle=bundle, device="cpu", batches=parse_batches(args.batch),
                                         iterations=args.iterations, warmup=args.warmup, backends=BACKENDS))
         files = write_report(report, bundle / "bench")
@@ -74,7 +75,24 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
             failed |= line.endswith("FAIL") and name.startswith("ViT")
         print(f"report: {files['markdown']}  plot: {files.get('plot')}")
+    if args.only in (None, "train"):
+        failed |= not training_cache_speedup()
     return 1 if failed else 0
+
+
+def training_cache_speedup(bar: float = 10.0) -> bool:
+    """Per-epoch time of P4Q training (test bed, W8A8 recipe) with and without the feature cache."""
+    from ..p4q.trainer import benchmark_cache_speedup
+
+    r = benchmark_cache_speedup(epochs=3)
+    print("\n## P4Q training loop: cached frozen-tower features vs recomputing them\n")
+    print("| loop | s / epoch |\n|---|---|")
+    print(f"| uncached | {r['uncached_seconds_per_epoch']:.3f} |\n| cached | {r['cached_seconds_per_epoch']:.3f} |")
+    ok = r["speedup"] >= bar and r["max_abs_loss_diff"] <= 1e-5
+    print(f"speed-up {r['speedup']:.1f}x per epoch (bar {bar}x; {r['speedup_including_cache_build']:.1f}x including the "
+          f"{r['cache_seconds']:.1f} s cache build), max |loss diff| over {r['steps']} steps {r['max_abs_loss_diff']:.2e} "
+          f"{'PASS' if ok else 'FAIL'}")
+    return ok
 
 
 if __name__ == "__main__":

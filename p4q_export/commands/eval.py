@@ -19,6 +19,8 @@ def eval_command(
     backend: Annotated[Optional[str], typer.Option("--backend", help="torch (reference; default for models and runs), ort, ort-exact (default for bundles) or trt.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Evaluate on a fixed subset of N test images (0 = all).")] = 0,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant.")] = 1280,
+    act_observer: Annotated[Optional[str], typer.Option("--act-observer", help="Activation observer for --quant: minmax, percentile[:P] or omse.")] = None,
+    weight_observer: Annotated[Optional[str], typer.Option("--weight-observer", help="Weight observer for --quant: minmax, percentile[:P] or omse.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Top-1/top-5 accuracy on the test split of --data."""
@@ -28,6 +30,7 @@ def eval_command(
         EvalRequest(
             target=target, data=data, zero_shot=zero_shot, quant=quant, bits=bits,
             quantize_text=quantize_text, backend=backend, limit=limit, calib_images=calib_images,
+            act_observer=act_observer, weight_observer=weight_observer,
         )
     )
     emit(result, json_out, lambda r: f"{r.get('mode', 'eval')} on {r.get('data')}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (n={r['n']}, {r['backend']})")

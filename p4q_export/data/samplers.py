@@ -35,6 +35,21 @@ def calibration_indices(n_items: int, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_items, size=n, replace=False))
 
 
+def eval_subset_indices(n: int, limit: int) -> np.ndarray:
+    """A fixed (seed 0) sample of `limit` evaluation images, so every run and every `eval --limit`
+    scores the same images; all of them when limit is 0."""
+    if limit <= 0 or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
+
+
+def eval_subset(ds: ImageDataset, limit: int | None) -> ImageDataset:
+    """`ds` cut to the fixed `limit`-image sample of eval_subset_indices (None or 0: all of it)."""
+    if limit is not None and limit < 0:
+        raise UserError("--limit must not be negative")
+    return ds.subset(eval_subset_indices(len(ds), limit)) if limit and limit < len(ds) else ds
+
+
 def calibration_list_hash(ds: ImageDataset, indices: np.ndarray) -> str:
     h = hashlib.sha256()
     for i in indices:

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainRecipe, recipe_dict, recipe_hash
+from ..data.samplers import eval_subset_indices
 from ..errors import UserError
 from ..progress import log, progress_iter
 from .adapter import QAdapter, feature_dim
@@ -41,7 +42,6 @@ from .losses import DISTILL_FORMS, p4q_loss
 from .prompt_learner import PromptLearner, class_embeddings
 
 METHODS = ("p4q", "coop")
-TESTBED_SPEC = "testbed"
 # keys that change how a run is scheduled or scored, not what it learns: a resume may differ in them
 RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
 CHECKPOINT = "checkpoint.pt"
@@ -88,16 +88,6 @@ def check_recipe(r: TrainRecipe) -> None:
         raise UserError(f"eval_split must be train or test, got '{r.eval_split}'")
 
 
-def resolve_model_spec(spec: str) -> str:
-    """`testbed` names the project's pretrained test-bed CLIP (pretrained on first use, cached);
-    every other MODEL goes to load_model as it is."""
-    if spec == TESTBED_SPEC:
-        from ..models.testbed import ensure_testbed
-
-        return str(ensure_testbed())
-    return spec
-
-
 def recipe_profile(recipe: TrainRecipe):
     from ..quant import get_profile
 
@@ -122,13 +112,6 @@ def recipe_classnames(recipe: TrainRecipe, ds) -> list[str]:
     return list(IMAGENET_CLASSNAMES)
 
 
-def eval_subset(n: int, limit: int) -> np.ndarray:
-    """A fixed (seed 0) sample of the evaluation split, so every run scores the same images."""
-    if limit <= 0 or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
-
-
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     from ..models.zeroshot import topk_accuracy
 
@@ -145,7 +128,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     check_recipe(recipe)
     if recipe.threads > 0:
         torch.set_num_threads(recipe.threads)
-    loaded = load_model(resolve_model_spec(recipe.model))
+    loaded = load_model(recipe.model)  # `testbed` resolves to the cached pretrained test bed
     for p in loaded.model.parameters():
         p.requires_grad_(False)
     train_ds = load_dataset(recipe.data, "train")
@@ -179,7 +162,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     )
     if evaluate and dist.is_main:
         test_ds = load_dataset(recipe.data, recipe.eval_split)
-        test_ds = test_ds.subset(eval_subset(len(test_ds), recipe.eval_limit))
+        test_ds = test_ds.subset(eval_subset_indices(len(test_ds), recipe.eval_limit))
         prepared.eval = eval_features(model, ImageSource(test_ds, loaded.preprocess), test_ds.labels, quantized)
         scale = model.logit_scale.exp().item()
         top1, top5 = accuracy(scale * prepared.eval.fp @ fp_text.T, prepared.eval.labels)

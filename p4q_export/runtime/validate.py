@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import load_dataset, parse_spec
+from ..data.samplers import eval_subset
 from ..deploy.bundle import VALIDATION_FILE, Bundle, load_bundle
 from ..errors import UserError
 from ..manifest import write_json_atomic
@@ -25,22 +26,12 @@ from .inputs import dataset_inputs
 BATCH = 250
 
 
-def limited(ds, limit: int | None):
-    """Every k-th image: a fixed subset that keeps the class mix of the split."""
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be at least 1")
-    if limit and limit < len(ds):
-        step = len(ds) / limit
-        return ds.subset([int(i * step) for i in range(limit)])
-    return ds
-
-
 def _dataset_for(bundle: Bundle, data: str | None, limit: int | None):
     spec = data or bundle.manifest.get("data")
     if not spec:
         raise UserError("no --data SPEC given and the bundle records none")
     parse_spec(spec)
-    ds = limited(load_dataset(spec, "test"), limit)
+    ds = eval_subset(load_dataset(spec, "test"), limit)
     if list(ds.classnames) != bundle.classnames:
         raise UserError(f"the classes of {spec} differ from the bundle's ({len(ds.classnames)} vs {len(bundle.classnames)}: "
                         f"{ds.classnames[:3]}... vs {bundle.classnames[:3]}...)")
