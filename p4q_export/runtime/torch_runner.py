@@ -12,8 +12,14 @@ from ..errors import UserError
 class TorchRunner:
     backend = "torch"
 
-    def __init__(self, bundle, threads: int | None = None):
+    def __init__(self, bundle, threads: int | None = None, precision: str = "int8"):
+        """precision int8: the fake-quant reference; fp32: the same module with every quantizer
+        off, i.e. the FP model in PyTorch eager (the baseline `bench` compares against)."""
         from ..deploy.fold import rebuild_reference
+        from ..quant import fake_quantizers
+
+        if precision not in ("int8", "fp32"):
+            raise UserError(f"the torch backend runs int8 (fake-quant reference) or fp32, not {precision!r}")
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -22,7 +28,10 @@ class TorchRunner:
         except Exception as exc:
             raise UserError(f"{bundle.reference_path} is not a readable state dict ({type(exc).__name__})") from None
         self.model = rebuild_reference(bundle.manifest["reference"]["config"], state)
-        self.precision = "int8"  # fake-quantized: INT8 numerics computed in float
+        self.precision = precision
+        if precision == "fp32":
+            for q in fake_quantizers(self.model).values():
+                q.enabled = False
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
