@@ -19,8 +19,8 @@ for name in coop p4q-w8a8 p4q-w4a4; do
   p4q-export train --recipe "recipes/testbed-${name}.yaml" --set "model=$MODEL" --out "$OUT/$name" --json > "$OUT/$name.train.json"
 done
 
-step "3/6 export the W8A8 run: fold prompts, INT8 QDQ ONNX (ort-x86 profile: 7-bit weights for CPUs without VNNI)"
-p4q-export export "$OUT/p4q-w8a8" --out "$OUT/bundle-w8a8" --profile ort-x86 --json > "$OUT/export.json"
+step "3/6 export the W8A8 run: fold prompts, INT8 QDQ ONNX for TensorRT (the profile it was trained with)"
+p4q-export export "$OUT/p4q-w8a8" --out "$OUT/bundle-w8a8" --profile trt --force --json > "$OUT/export.json"
 
 step "4/6 validate: ONNX Runtime (exact Q/DQ arithmetic, the TensorRT stand-in) vs the PyTorch reference"
 p4q-export validate "$OUT/bundle-w8a8" --backend ort --data fashion-mnist --json > "$OUT/validate.json"
