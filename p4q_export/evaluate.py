@@ -11,6 +11,7 @@ import torch
 
 from .data import load_dataset, parse_spec, preprocess_dataset, templates_for
 from .data.samplers import eval_subset
+from .deploy.bundle import MANIFEST, ONNX_FILE
 from .errors import UserError
 from .models import load_model
 from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
@@ -20,7 +21,6 @@ from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
 class EvalRequest:
     target: str
     data: str | None = None
-    zero_shot: bool = False
     quant: str | None = None
     bits: str | None = None
     quantize_text: bool = False
@@ -33,10 +33,8 @@ class EvalRequest:
 
 
 def _is_bundle(path: Path) -> bool:
-    mf = path / "manifest.json"
-    if not (path.is_dir() and mf.is_file() and (path / "model.onnx").exists()):
-        return False
-    return True
+    # a pretrained model dir has a manifest.json too; the ONNX file is what marks a bundle
+    return (path / MANIFEST).is_file() and (path / ONNX_FILE).exists()
 
 
 def evaluate(req: EvalRequest) -> dict:

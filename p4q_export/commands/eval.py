@@ -12,7 +12,7 @@ from ._common import DataOpt, JsonOpt, emit
 def eval_command(
     target: Annotated[str, typer.Argument(help="MODEL (open_clip name[:tag], checkpoint file or dir), a RUN dir, or a BUNDLE dir.")],
     data: DataOpt = None,
-    zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Zero-shot with template ensembling (the default for a MODEL).")] = False,
+    zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Zero-shot with template ensembling; always what eval does with a MODEL (accepted for clarity).")] = False,
     quant: Annotated[Optional[str], typer.Option("--quant", help="PTQ profile: trt, ort-x86 or paper.")] = None,
     bits: Annotated[Optional[str], typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4, 3/3.")] = None,
     quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize the text tower too.")] = False,
@@ -28,7 +28,7 @@ def eval_command(
 
     result = evaluate(
         EvalRequest(
-            target=target, data=data, zero_shot=zero_shot, quant=quant, bits=bits,
+            target=target, data=data, quant=quant, bits=bits,
             quantize_text=quantize_text, backend=backend, limit=limit, calib_images=calib_images,
             act_observer=act_observer, weight_observer=weight_observer,
         )

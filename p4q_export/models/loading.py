@@ -95,8 +95,10 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
                 raise UserError(f"model checkpoint not found: {p}")
             cfg = _read_dir_config(p.parent)
             _check_checkpoint_file(p)
-            name = cfg.get("model_name") or "p4q-testbed"
-            model = open_clip.create_model(name, pretrained=None, device=device)
+            name = cfg.get("model_name", p.parent.name)
+            # the config beside the file defines the architecture; the file, not the folder's
+            # preferred checkpoint, provides the weights
+            model = open_clip.create_model(f"local-dir:{p.parent}", device=device)
             open_clip.load_checkpoint(model, str(p), weights_only=True)
             model_cfg = cfg["model_cfg"]
             name_for_tokenizer = f"local-dir:{p.parent}"
@@ -113,8 +115,6 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
             model = open_clip.create_model(name, pretrained=tag or None, device=device, weights_only=True)
             model_cfg = open_clip.get_model_config(name) or {}
             name_for_tokenizer = name
-    except UserError:
-        raise
     except (RuntimeError, ValueError, FileNotFoundError, KeyError) as exc:
         msg = str(exc).splitlines()[0][:200]
         if "download" in msg.lower() or "hub" in msg.lower():
