@@ -45,8 +45,8 @@ def test_graph_has_qdq_on_every_quantized_layer(bundle):
     assert model.opset_import[0].version >= 17
     zps = _zero_points(model)
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
-    # image → logits, dynamic batch; the folded head is the last MatMul
-    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+    # image → logits (+ the embedding, exported by default), dynamic batch; the folded head is the last MatMul
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits", "embedding"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     last = next(n for n in reversed(model.graph.node) if n.output[0] == "logits")
     assert last.op_type == "MatMul"
@@ -88,11 +88,11 @@ def test_reference_and_ort_exact_agree(bundle):
 def test_uint8_input_bundle_folds_preprocessing(tmp_path, cli):
     out = tmp_path / "u8"
     proc = cli("--json", "export", "p4q-testbed", "--data", "digits", "--out", str(out), "--calib-images", "64",
-               "--uint8-input", "--embedding", "--profile", "ort-x86", check=True)
+               "--uint8-input", "--no-embedding", "--profile", "ort-x86", check=True)
     assert json.loads(proc.stdout)["uint8_input"] is True
     model = onnx.load(str(out / "model.onnx"))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    assert [o.name for o in model.graph.output] == ["logits", "embedding"]
+    assert [o.name for o in model.graph.output] == ["logits"]  # --no-embedding
     m = load_bundle(out).manifest
     assert m["preprocessing"]["folded_into_graph"] is True and m["profile"]["name"] == "ort-x86"
     assert m["inputs"][0]["dtype"] == "uint8"

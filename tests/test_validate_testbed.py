@@ -31,6 +31,11 @@ def test_validate_ort_exact_matches_reference(trt_bundle, cli):
     r = json.loads(proc.stdout)
     assert r["backend"] == "ort-exact" and r["n"] == 1000
     assert r["cosine_min"] >= 0.999 and r["top1_agreement"] >= 0.99 and r["passed"] is True
+    # a default export has the embedding output, and that is the cosine that gates; the logits agree too
+    assert r["compared"] == "embedding" and r["cosine_min"] == r["outputs"]["embedding"]["cosine_min"]
+    assert r["outputs"]["logits"]["cosine_min"] >= 0.999
+    # a trained classifier rarely ties: the tie rule sets aside few images and hides no disagreement
+    assert r["ties"] <= 20 and r["top1_agreement_all"] >= 0.99
     assert {"cosine_mean", "max_abs_diff"} <= set(r)
     assert abs(r["accuracy"]["ort-exact"]["top1"] - r["accuracy"]["torch"]["top1"]) <= 0.005
     assert r["accuracy"]["torch"]["top1"] > 0.7  # a real classifier, not noise
@@ -45,11 +50,13 @@ def test_impossible_threshold_fails_with_exit_1(trt_bundle, cli):
 
 def test_ort_fast_int8_on_ort_x86_bundle_passes(testbed_model, tmp_path, cli):
     out = tmp_path / "x86"
-    _export(cli, testbed_model, out, "--data", "fashion-mnist", "--profile", "ort-x86", "--calib-images", "512", "--uint8-input")
+    _export(cli, testbed_model, out, "--data", "fashion-mnist", "--profile", "ort-x86", "--calib-images", "512", "--uint8-input",
+            "--no-embedding")
     proc = cli("--json", "validate", str(out), "--backend", "ort", "--ort-mode", "fast", "--data", "fashion-mnist", "--limit", LIMIT)
     r = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert r["backend"] == "ort" and r["passed"] is True and r["cosine_min"] >= 0.999 and r["top1_agreement"] >= 0.99
+    assert r["compared"] == "logits" and list(r["outputs"]) == ["logits"]  # no embedding output to compare
 
 
 def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli, repo_root):

@@ -19,7 +19,8 @@ def export(
     uint8_input: Annotated[bool, typer.Option("--uint8-input", help="Fold mean/std into the graph: input uint8 NCHW 0-255.")] = False,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for a bare MODEL (PTQ on --data's training split). "
                                         "1280 is the paper's setting; 256 keeps a ViT-B export within 2 minutes on 2 CPU cores.")] = 256,
-    embedding: Annotated[bool, typer.Option("--embedding", help="Also output the normalized image embedding ('embedding').")] = False,
+    embedding: Annotated[bool, typer.Option("--embedding/--no-embedding", help="Also output the normalized image embedding ('embedding'): "
+                                            "for retrieval, and what `validate` compares.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds something.")] = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -19,7 +19,7 @@ from .export_onnx import OPSET, export_onnx, io_spec
 from .fold import FoldedModel, fold_model, fold_run
 from .trt_lint import check_trt_compatible
 
-DEFAULT_THRESHOLDS = {"cosine_min": 0.999, "top1_agreement_min": 0.99}
+DEFAULT_THRESHOLDS = {"cosine_min": 0.999, "top1_agreement_min": 0.99, "tie_cosine": 0.001}
 
 
 def fold_source(source: str, profile: str | None, data: str | None, calib_images: int, uint8_input: bool,
@@ -73,7 +73,7 @@ def _manifest(folded: FoldedModel, report, expected_layers: int, started: float,
 
 
 def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = 256,
-                  uint8_input: bool = False, with_embedding: bool = False, force: bool = False) -> dict:
+                  uint8_input: bool = False, with_embedding: bool = True, force: bool = False) -> dict:
     started = time.time()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:

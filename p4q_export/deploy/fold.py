@@ -46,6 +46,11 @@ class FoldedHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features @ self.weight_t
 
+    @property
+    def logit_scale(self) -> float:
+        """Every column of weight_t is logit_scale times a unit vector."""
+        return float(self.weight_t.norm(dim=0).mean())
+
 
 class DeployModel(nn.Module):
     def __init__(self, visual: nn.Module, head: FoldedHead, adapter: nn.Module | None = None,

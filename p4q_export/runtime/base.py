@@ -29,6 +29,10 @@ class Runner(Protocol):
         """Bundle-input images (see module doc) → float32 logits N×C."""
         ...
 
+    def run_all(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the bundle by name: `logits`, and `embedding` where it was exported."""
+        ...
+
 
 def open_runner(bundle, backend: str, **opts) -> Runner:
     """`bundle`: a Bundle or a bundle directory (hashes verified). `opts` go to the runner:

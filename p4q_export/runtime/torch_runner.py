@@ -33,8 +33,16 @@ class TorchRunner:
             for q in fake_quantizers(self.model).values():
                 q.enabled = False
 
+    @property
+    def logit_scale(self) -> float:
+        return self.model.head.logit_scale
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.run_all(images)["logits"]
+
+    def run_all(self, images: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
             out = self.model(torch.from_numpy(np.ascontiguousarray(images)))
-        out = out[0] if isinstance(out, tuple) else out
-        return out.float().numpy()
+        names = ("logits", "embedding")  # DeployModel's output order, as exported
+        out = out if isinstance(out, tuple) else (out,)
+        return {name: o.float().numpy() for name, o in zip(names, out)}

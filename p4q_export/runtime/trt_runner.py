@@ -57,8 +57,13 @@ class TrtRunner:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=self.input_dtype)
+        return self.run_all(images)[self.output_name]
+
+    def run_all(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = np.ascontiguousarray(images, dtype=self.input_dtype)
+        # polygraphy hands back views of its own device-to-host buffers: copy before the next call
         outputs = self._runner.infer({self.input_name: images})
-        return np.asarray(outputs[self.output_name], dtype=np.float32)
+        return {name: np.array(value, dtype=np.float32) for name, value in outputs.items()}
 
     def close(self) -> None:
         if getattr(self, "_runner", None) is not None and self._runner.is_active:
