@@ -31,8 +31,11 @@ def main(out: Path) -> None:
 
     v = load(out / "validate.json")
     if v:
-        print(f"\nValidation ({v.get('backend')} vs PyTorch reference, n={v.get('n')}): cosine min {v.get('cosine_min'):.5f}, "
-              f"mean {v.get('cosine_mean'):.6f}, top-1 agreement {v.get('top1_agreement'):.4f}, passed={v.get('passed')}")
+        logits = v.get("outputs", {}).get("logits", {})
+        print(f"\nValidation ({v.get('backend')} vs PyTorch reference, n={v.get('n')}): {v.get('compared', 'logits')} cosine min "
+              f"{v.get('cosine_min'):.5f}, mean {v.get('cosine_mean'):.6f}"
+              + (f" (logits: min {logits['cosine_min']:.5f})" if "cosine_min" in logits else "")
+              + f", top-1 agreement {v.get('top1_agreement'):.4f} ({v.get('ties', 0)} ties left out), passed={v.get('passed')}")
 
     bench = load(out / "bench.json")
     if bench.get("results"):
