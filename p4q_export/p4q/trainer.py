@@ -262,6 +262,11 @@ def batch_loss(prep: Prepared, learner: Learner, student_raw, teacher_feat, labe
     )
 
 
+def view_count(recipe: TrainRecipe) -> int:
+    """Cached views per training image: the original, and its mirror image with `flip`."""
+    return 2 if recipe.flip else 1
+
+
 def epoch_order(seed: int, epoch: int, n: int, n_views: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(permutation, view per image) of epoch `epoch`, a pure function of (seed, epoch)."""
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
@@ -383,7 +388,7 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
             learner.adapter.set_quantization(True)
         log(f"seed {seed}: resuming after epoch {start_epoch}/{recipe.epochs} from {ckpt_path}")
 
-    n_views = 2 if recipe.flip else 1
+    n_views = view_count(recipe)
     teacher = prep.teacher_text is not None
     epochs = recipe.epochs if max_epochs is None else min(recipe.epochs, max_epochs)
     steps_per_epoch = math.ceil(len(labels) / recipe.batch_size)
@@ -637,7 +642,7 @@ def benchmark_cache_speedup(recipe: TrainRecipe | None = None, epochs: int = 2, 
     return {
         "epochs": epochs,
         "images": recipe.shots * len(prep.classnames),
-        "views": 2 if recipe.flip else 1,
+        "views": view_count(recipe),
         "cached_seconds_per_epoch": cached_epoch,
         "uncached_seconds_per_epoch": uncached_epoch,
         "cache_seconds": fast.cache_seconds,

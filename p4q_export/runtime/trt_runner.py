@@ -56,7 +56,6 @@ class TrtRunner:
         raise UserError(f"{engine_path} is not recorded in {self.bundle_dir}/manifest.json; build engines with `p4q-export build-engine`")
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(images, dtype=self.input_dtype)
         return self.run_all(images)[self.output_name]
 
     def run_all(self, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -51,15 +51,6 @@ def _dataset_for(bundle: Bundle, data: str | None, limit: int | None):
     return spec, ds
 
 
-def _logits(runners, bundle: Bundle, ds) -> list[np.ndarray]:
-    outs: list[list[np.ndarray]] = [[] for _ in runners]
-    for start in progress_iter(range(0, len(ds), BATCH), desc="running"):
-        x = dataset_inputs(bundle, ds, start, min(start + BATCH, len(ds)))
-        for i, r in enumerate(runners):
-            outs[i].append(np.asarray(r(x), dtype=np.float32))
-    return [np.concatenate(o) for o in outs]
-
-
 def _all_outputs(runners, bundle: Bundle, ds) -> list[dict[str, np.ndarray]]:
     """Every output of every runner on the dataset, by name."""
     outs: list[dict[str, list[np.ndarray]]] = [{} for _ in runners]
@@ -175,5 +166,5 @@ def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str 
     bundle = load_bundle(bundle_dir)
     spec, ds = _dataset_for(bundle, data_spec, limit)
     runner = open_runner(bundle, backend, **runner_opts)
-    (logits,) = _logits([runner], bundle, ds)
+    logits = _all_outputs([runner], bundle, ds)[0]["logits"]
     return {**_accuracy(logits, ds.labels), "n": int(len(ds)), "backend": runner.backend, "precision": runner.precision, "data": spec}
