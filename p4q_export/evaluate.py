@@ -90,7 +90,5 @@ def _evaluate_run(run_dir: Path, req: EvalRequest) -> dict:
     data = req.data or run.recipe.data
     test = eval_subset(load_dataset(data, split="test"), req.limit)
     images = preprocess_dataset(test, run.loaded.preprocess)
-    with torch.no_grad():
-        logits = torch.cat([run.logits(images[i : i + 500]) for i in range(0, len(images), 500)])
-    acc = topk_accuracy(logits, torch.from_numpy(test.labels))
+    acc = topk_accuracy(run.logits(images), torch.from_numpy(test.labels))
     return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data}

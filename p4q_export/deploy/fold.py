@@ -161,10 +161,6 @@ def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_
     if profile is None:
         raise UserError(f"run {run_dir} is full precision (method {getattr(run.recipe, 'method', 'coop')}): nothing INT8 to export; "
                         "export its MODEL with --profile trt, or train with --method p4q")
-    if isinstance(profile, str):
-        from ..quant import get_profile
-
-        profile = get_profile(profile)
     profile.require_exportable()  # a run trained with `paper` fake quantization is not deployable
     if profile_name and profile_name.strip().lower() != profile.name:
         asked = resolve_profile(profile_name)  # refuses `paper` with its own message
@@ -184,10 +180,8 @@ def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_
             "dim": int(in_fc.in_features),
             "reduction": int(in_fc.in_features // in_fc.out_features),
             "ratio": float(adapter.ratio),
-            "bits": int(getattr(in_fc.weight_quantizer, "bits", 8)) if hasattr(in_fc, "weight_quantizer") else None,
+            "bits": int(in_fc.weight_quantizer.bits),  # quantized: the run has a profile and load_run refuses unfinished runs
         }
-        if not getattr(adapter, "quantized", True):
-            raise UserError(f"run {run_dir} has an unquantized adapter; it cannot be exported as INT8")
     module = _assemble(run.model.visual, class_emb, logit_scale, adapter, loaded, uint8_input, with_embedding)
     metrics = run.metrics or {}
     return FoldedModel(

@@ -49,8 +49,11 @@ class TrainedRun:
         return self.adapter(raw) if self.adapter is not None else F.normalize(raw, dim=-1)
 
     @torch.no_grad()
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.logit_scale.exp() * self.image_features(images) @ self.class_embeddings().T
+    def logits(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Images in batches of `batch_size`; the prompts run through the text tower once."""
+        text = self.class_embeddings()
+        feats = torch.cat([self.image_features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        return self.model.logit_scale.exp() * feats @ text.T
 
 
 def is_run_dir(path) -> bool:
