@@ -26,14 +26,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
-test: setup
+test: setup lint
 	$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 bench: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.make_bench
 
 lint: setup
-	$(VENV)/bin/ruff check p4q_export tests
+	$(VENV)/bin/ruff check p4q_export tests scripts
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

@@ -33,7 +33,16 @@ def _root(
 
 
 def _register() -> None:
-    from .commands import bench, build_engine, eval as eval_cmd, export, predict, pretrain, train, validate
+    from .commands import (
+        bench,
+        build_engine,
+        export,
+        predict,
+        pretrain,
+        train,
+        validate,
+    )
+    from .commands import eval as eval_cmd
 
     app.command("pretrain")(pretrain.pretrain)
     app.command("eval")(eval_cmd.eval_command)

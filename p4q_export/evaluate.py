@@ -3,7 +3,6 @@ exported BUNDLE. One entry point so the CLI stays a thin shell."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -33,6 +33,7 @@ def run_cli(*args: str, check: bool = False, timeout: int = 900, env: dict | Non
     proc = subprocess.run(
         [sys.executable, "-m", "p4q_export.cli", *args],
         capture_output=True,
+        check=False,
         text=True,
         timeout=timeout,
         env=full_env,

@@ -9,7 +9,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from p4q_export.bench import report as report_mod
-from p4q_export.bench.run import BenchRequest, cpu_info, parse_backends, parse_batches, run_bench
+from p4q_export.bench.run import (
+    BenchRequest,
+    cpu_info,
+    parse_backends,
+    parse_batches,
+    run_bench,
+)
 from p4q_export.bench.timing import summarize, time_callable
 from p4q_export.errors import UserError
 

@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from p4q_export.bench.tegrastats import images_per_joule, mean_input_power_w, parse_line, parse_text
+from p4q_export.bench.tegrastats import (
+    images_per_joule,
+    mean_input_power_w,
+    parse_line,
+    parse_text,
+)
 
 DATA = Path(__file__).parent / "data" / "tegrastats"
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from p4q_export.config import PretrainRecipe, TrainRecipe, load_recipe, parse_overrides, recipe_hash
+from p4q_export.config import (
+    PretrainRecipe,
+    TrainRecipe,
+    load_recipe,
+    parse_overrides,
+    recipe_hash,
+)
 from p4q_export.errors import UserError
 
 

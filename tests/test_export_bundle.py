@@ -4,7 +4,6 @@ through the real CLI: graph structure, manifest, hashes, refusals and the atomic
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 
 from p4q_export.errors import UserError
 from p4q_export.p4q.adapter import QAdapter
-from p4q_export.p4q.prompt_learner import PromptLearner, class_embeddings, encode_prompt_embeddings, token_count
+from p4q_export.p4q.prompt_learner import (
+    PromptLearner,
+    class_embeddings,
+    encode_prompt_embeddings,
+    token_count,
+)
 
 CLASSES = ["t-shirt", "ankle boot", "bag"]
 

@@ -93,14 +93,14 @@ def test_vit_b32_layer_inventory(vit_b32, quantized_b32):
     with_conv = quantize_clip(copy.deepcopy(model), get_profile("paper", "4/4", quantize_patch_embed=True))
     layers = quant_layers(with_conv)
     assert len(layers) == 50 and isinstance(layers["visual.conv1"], QuantConv2d)
-    assert list(layers)[0] == "visual.conv1"
+    assert next(iter(layers)) == "visual.conv1"
     # per-layer numbers an exporter needs
     qp = layers["visual.transformer.resblocks.0.attn.qkv"].qparams()
     assert qp["weight_scale"].shape == (3 * 768,) and qp["w_bits"] == 4
 
 
 def test_quantized_outputs_close_but_not_equal_and_teacher_is_fp(vit_b32, quantized_b32):
-    model, images, tokens = vit_b32
+    model, images, _tokens = vit_b32
     with torch.no_grad():
         ref = model.encode_image(images)
         out = quantized_b32.encode_image(images)
@@ -133,9 +133,8 @@ def test_calibration_state_round_trips(vit_b32, quantized_b32):
         expected_img = quantized_b32.encode_image(images)
         expected_txt = quantized_b32.encode_text(tokens)
     fresh = quantize_clip(copy.deepcopy(model), get_profile("trt"), quantize_text=True)
-    with pytest.raises(RuntimeError, match="before calibration"):
-        with torch.no_grad():
-            fresh.encode_image(images)
+    with pytest.raises(RuntimeError, match="before calibration"), torch.no_grad():
+        fresh.encode_image(images)
     load_quant_state(fresh, state)
     with torch.no_grad():
         assert torch.equal(fresh.encode_image(images), expected_img)

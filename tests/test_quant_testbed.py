@@ -4,13 +4,19 @@ and state are reproducible."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from p4q_export.data import load_dataset, preprocess_dataset, templates_for
 from p4q_export.models import load_model
-from p4q_export.models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
+from p4q_export.models.zeroshot import (
+    encode_images,
+    topk_accuracy,
+    zero_shot_classifier,
+)
 from p4q_export.quant import (
     get_profile,
     load_quant_state,
@@ -76,14 +82,14 @@ def test_trt_w8a8_image_tower_keeps_accuracy(bed, fp_top1, tmp_path):
     assert abs(top1 - fp_top1) <= 0.02, (top1, fp_top1)
     assert len(quant_layers(model)) == 4 * 4 + 1  # 4 blocks × (qkv, out_proj, c_fc, c_proj) + proj
     # the calibration list is written and identifies exactly the sampled images
-    lines = open(info["calibration_list"]).read().splitlines()
+    lines = Path(info["calibration_list"]).read_text().splitlines()
     assert info["n_calib"] == 1280 and len(lines) == 1 + 1280
     assert f"sha256={info['calibration_sha256']}" in lines[0] and "seed=0" in lines[0]
     assert info["profile"] == "trt" and info["bits"] == "8/8"
 
 
 def test_paper_w4a4_with_text_drops_at_least_two_points(bed, fp_top1, tmp_path):
-    top1, model, info, loaded = _ptq_top1(bed, tmp_path, get_profile("paper", "4/4"), quantize_text=True)
+    top1, model, info, _loaded = _ptq_top1(bed, tmp_path, get_profile("paper", "4/4"), quantize_text=True)
     assert fp_top1 - top1 >= 0.02, (top1, fp_top1)
     assert top1 > 0.5  # degraded, not broken
     assert info["n_text_captions"] == 10 * 10

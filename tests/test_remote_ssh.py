@@ -83,7 +83,8 @@ def test_bundle_tar_leaves_engines_and_bench_behind(tmp_path):
     for rel in ("model.onnx", "engines/x.plan", "bench/bench.json", "manifest.json"):
         (b / rel).parent.mkdir(parents=True, exist_ok=True)
         (b / rel).write_text("x")
-    names = tarfile.open(fileobj=io.BytesIO(bundle_tar(b))).getnames()
+    with tarfile.open(fileobj=io.BytesIO(bundle_tar(b))) as tar:
+        names = tar.getnames()
     assert sorted(names) == ["b", "b/manifest.json", "b/model.onnx"]
 
 

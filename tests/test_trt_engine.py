@@ -7,8 +7,15 @@ import pytest
 
 from p4q_export.errors import UserError
 from p4q_export.runtime import trt_engine
-from p4q_export.runtime.trt_engine import (BuildOptions, check_engine_compatible, engine_filename,
-                                           engine_incompatibility, parse_batch_profile, record_engine, slugify)
+from p4q_export.runtime.trt_engine import (
+    BuildOptions,
+    check_engine_compatible,
+    engine_filename,
+    engine_incompatibility,
+    parse_batch_profile,
+    record_engine,
+    slugify,
+)
 
 trt_available = trt_engine.trt_available()
 needs_trt = pytest.mark.skipif(not trt_available, reason="TensorRT is not installable on this machine (no NVIDIA index, no GPU)")

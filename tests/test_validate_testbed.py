@@ -63,11 +63,10 @@ def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli
     """A short P4Q run (10 epochs, scored on a 1,000-image sample) → export → validate, and the
     bundle's top-1 on the run's own evaluation sample equals the run's accuracy.trained."""
     pytest.importorskip("p4q_export.p4q.run")
-    import numpy as np
 
     from p4q_export.data import load_dataset
-    from p4q_export.deploy.bundle import load_bundle
     from p4q_export.data.samplers import eval_subset_indices as eval_subset
+    from p4q_export.deploy.bundle import load_bundle
     from p4q_export.runtime import open_runner, run_batched
     from p4q_export.runtime.inputs import dataset_inputs
 

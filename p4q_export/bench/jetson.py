@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 RELEASE_FILE = "etc/nv_tegra_release"
 MODEL_FILE = "proc/device-tree/model"
@@ -25,7 +24,7 @@ L4T_TO_JETPACK = {
 }
 
 
-def _read(root: Path, rel: str) -> Optional[str]:
+def _read(root: Path, rel: str) -> str | None:
     try:
         return (root / rel).read_text(errors="replace")
     except OSError:
@@ -39,7 +38,7 @@ def is_jetson(root: Path = Path("/")) -> bool:
     return "jetson" in model.lower() or ("nvidia" in model.lower() and "tegra" in model.lower())
 
 
-def parse_nv_tegra_release(text: str) -> Optional[dict]:
+def parse_nv_tegra_release(text: str) -> dict | None:
     """'# R36 (release), REVISION: 4.3, GCID: ..., BOARD: generic, ...' -> {'l4t': '36.4.3', ...}."""
     m = _RELEASE.search(text or "")
     if not m:
@@ -50,7 +49,7 @@ def parse_nv_tegra_release(text: str) -> Optional[dict]:
     return {"l4t": l4t, "jetpack": jetpack_for_l4t(l4t), "board": board}
 
 
-def jetpack_for_l4t(l4t: str) -> Optional[str]:
+def jetpack_for_l4t(l4t: str) -> str | None:
     if l4t in L4T_TO_JETPACK:
         return L4T_TO_JETPACK[l4t]
     key = tuple(int(p) for p in l4t.split("."))
@@ -59,7 +58,7 @@ def jetpack_for_l4t(l4t: str) -> Optional[str]:
     return older[-1] if older else None
 
 
-def parse_nvpmodel_query(text: str) -> Optional[dict]:
+def parse_nvpmodel_query(text: str) -> dict | None:
     """`nvpmodel -q` prints 'NV Power Mode: MAXN' and the mode id on the next line
     (sometimes after 'NVPM WARN' lines)."""
     m = re.search(r"NV Power Mode:\s*(.+)", text or "")
@@ -70,7 +69,7 @@ def parse_nvpmodel_query(text: str) -> Optional[dict]:
     return {"name": m.group(1).strip(), "id": mode_id}
 
 
-def _khz_to_mhz(text: Optional[str]) -> Optional[int]:
+def _khz_to_mhz(text: str | None) -> int | None:
     try:
         return int(int(text.strip()) / 1000)
     except (AttributeError, ValueError):
@@ -97,16 +96,16 @@ def read_clocks(root: Path = Path("/")) -> dict:
     return clocks
 
 
-def _run(cmd: list[str]) -> Optional[str]:
+def _run(cmd: list[str]) -> str | None:
     if shutil.which(cmd[0]) is None:
         return None
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
 
 
-def probe(root: Path = Path("/")) -> Optional[dict]:
+def probe(root: Path = Path("/")) -> dict | None:
     """Everything we record about a Jetson, or None off-Jetson."""
     if not is_jetson(root):
         return None

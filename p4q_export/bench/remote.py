@@ -15,7 +15,6 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from ..errors import UserError
 
@@ -29,9 +28,9 @@ _DESTINATION = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._:\[\]-]+$")
 @dataclass
 class SshTarget:
     destination: str  # USER@HOST
-    port: Optional[int] = None
-    identity: Optional[str] = None
-    known_hosts: Optional[str] = None
+    port: int | None = None
+    identity: str | None = None
+    known_hosts: str | None = None
     connect_timeout: int = 10
 
     def __post_init__(self):
@@ -61,11 +60,11 @@ def _one_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_ssh(target: SshTarget, argv: list[str], stdin: Optional[bytes] = None, timeout: Optional[float] = None,
+def run_ssh(target: SshTarget, argv: list[str], stdin: bytes | None = None, timeout: float | None = None,
             what: str = "command") -> subprocess.CompletedProcess:
     """Run argv on the target; connection failures and a missing program become one-line UserErrors."""
     try:
-        proc = subprocess.run(target.ssh_args() + [remote_command(argv)], input=stdin, capture_output=True, timeout=timeout)
+        proc = subprocess.run(target.ssh_args() + [remote_command(argv)], input=stdin, capture_output=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise UserError("ssh is not installed on this machine (apt install openssh-client)") from None
     except subprocess.TimeoutExpired:
@@ -92,7 +91,7 @@ def bundle_tar(bundle_dir: Path) -> bytes:
     buf = io.BytesIO()
     name = bundle_dir.name
 
-    def keep(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         parts = Path(info.name).parts
         return None if len(parts) > 1 and parts[1] in NOT_COPIED else info
 
@@ -128,7 +127,7 @@ def _json_from(proc: subprocess.CompletedProcess, target: SshTarget, what: str) 
 
 
 def remote_bench(target: SshTarget, bundle_dir: Path, device: str, batches: list[int], iterations: int, warmup: int,
-                 remote_cmd: str = "p4q-export", backends: Optional[str] = None, remote_root: str = REMOTE_ROOT) -> dict:
+                 remote_cmd: str = "p4q-export", backends: str | None = None, remote_root: str = REMOTE_ROOT) -> dict:
     """The whole remote run; returns the remote bench JSON with `host` added."""
     check_remote(target, remote_cmd)
     remote_dir = copy_bundle(target, bundle_dir, remote_root)

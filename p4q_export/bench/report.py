@@ -4,14 +4,13 @@ bundle's accuracy beside it, and the JSON, written together into one directory."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from ..manifest import write_json_atomic
 
 BASELINES = (("ort", "fp32", "× vs ORT FP32"), ("torch", "fp32", "× vs eager"))
 
 
-def _p50(results: list, backend: str, precision: str, batch: int) -> Optional[float]:
+def _p50(results: list, backend: str, precision: str, batch: int) -> float | None:
     for r in results:
         if r["backend"] == backend and r["precision"] == precision and r["batch"] == batch:
             return r["p50_ms"]
@@ -38,7 +37,7 @@ def markdown_table(report: dict) -> str:
     if power:
         head += ["W", "img/J"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
+    fmt = lambda v, spec: "–" if v is None else format(v, spec)
     for r in rows:
         cells = [r["backend"], r["precision"], str(r["batch"]), fmt(r["p50_ms"], ".2f"), fmt(r["p90_ms"], ".2f"),
                  fmt(r["p99_ms"], ".2f"), fmt(r["throughput_ips"], ".1f"), fmt(r[BASELINES[0][2]], ".2f"),

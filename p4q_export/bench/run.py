@@ -7,9 +7,9 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -33,8 +33,8 @@ class BenchRequest:
     batches: list = field(default_factory=lambda: [1, 8, 32])
     iterations: int = 20
     warmup: int = 3
-    backends: Optional[list] = None  # ["ort/int8", "torch/fp32", ...]; None = all available
-    threads: Optional[int] = None
+    backends: list | None = None  # ["ort/int8", "torch/fp32", ...]; None = all available
+    threads: int | None = None
     build_engines: bool = True
     tegrastats_interval_ms: int = 100
 
@@ -49,7 +49,7 @@ def parse_batches(text: str) -> list[int]:
     return batches
 
 
-def parse_backends(text: Optional[str]) -> Optional[list]:
+def parse_backends(text: str | None) -> list | None:
     if not text:
         return None
     known = {f"{b}/{p}" for b, p in CPU_BACKENDS + GPU_BACKENDS}
@@ -62,7 +62,7 @@ def parse_backends(text: Optional[str]) -> Optional[list]:
 
 # ----------------------------------------------------------------------------- machine facts
 
-def cpu_info(cpuinfo_text: Optional[str] = None) -> dict:
+def cpu_info(cpuinfo_text: str | None = None) -> dict:
     """CPU model, core counts and the SIMD flags that decide INT8 speed (VNNI) from /proc/cpuinfo."""
     if cpuinfo_text is None:
         try:
@@ -120,7 +120,7 @@ def check_device(device: str) -> None:
 
 # ----------------------------------------------------------------------------- runners
 
-def _open(bundle, backend: str, precision: str, threads: Optional[int]) -> Callable:
+def _open(bundle, backend: str, precision: str, threads: int | None) -> Callable:
     from ..runtime.base import open_runner
 
     opts: dict = {"precision": precision}
@@ -142,7 +142,7 @@ def _ensure_engine(bundle, precision: str) -> None:
         trt_engine.build_engine(bundle.path, options)
 
 
-def candidate_backends(device: str, chosen: Optional[list]) -> list[tuple[str, str]]:
+def candidate_backends(device: str, chosen: list | None) -> list[tuple[str, str]]:
     pairs = CPU_BACKENDS + (GPU_BACKENDS if device in ("cuda", "jetson") else [])
     if chosen is None:
         return [p for p in pairs if p not in DEFAULT_SKIP]

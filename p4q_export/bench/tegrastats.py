@@ -18,7 +18,6 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 # Module input power, in the order we trust it: VDD_IN (Xavier, Orin NX/Nano) and POM_5V_IN
 # (Nano, TX2) are the board's input rail; AGX Orin reports no input rail, so we sum its rails.
@@ -39,20 +38,20 @@ _RAIL = re.compile(r"\b((?:POM|VDDQ?|VIN)_[A-Z0-9_]+|NC) (\d+)(?:mW)?/(\d+)(?:mW
 @dataclass
 class TegrastatsSample:
     time: float  # monotonic seconds when the line was read (0 for parsed text)
-    timestamp: Optional[str] = None  # tegrastats' own wall-clock stamp (JetPack 5+)
-    ram_used_mb: Optional[int] = None
-    ram_total_mb: Optional[int] = None
-    swap_used_mb: Optional[int] = None
+    timestamp: str | None = None  # tegrastats' own wall-clock stamp (JetPack 5+)
+    ram_used_mb: int | None = None
+    ram_total_mb: int | None = None
+    swap_used_mb: int | None = None
     cpu_percent: list = field(default_factory=list)  # per online core
     cpu_mhz: list = field(default_factory=list)
-    gpu_percent: Optional[int] = None
-    gpu_mhz: Optional[int] = None
-    emc_percent: Optional[int] = None
+    gpu_percent: int | None = None
+    gpu_mhz: int | None = None
+    emc_percent: int | None = None
     temperatures_c: dict = field(default_factory=dict)
     rails_mw: dict = field(default_factory=dict)  # name -> (current, average)
 
     @property
-    def input_power_mw(self) -> Optional[float]:
+    def input_power_mw(self) -> float | None:
         """Board input power: VDD_IN / POM_5V_IN, else the sum of all rails (AGX Orin)."""
         for name in INPUT_RAILS:
             if name in self.rails_mw:
@@ -62,14 +61,14 @@ class TegrastatsSample:
         return None
 
     @property
-    def input_rail(self) -> Optional[str]:
+    def input_rail(self) -> str | None:
         for name in INPUT_RAILS:
             if name in self.rails_mw:
                 return name
         return "sum of rails" if self.rails_mw else None
 
 
-def parse_line(line: str, now: float = 0.0) -> Optional[TegrastatsSample]:
+def parse_line(line: str, now: float = 0.0) -> TegrastatsSample | None:
     """One tegrastats line -> sample; None for lines that are not samples (warnings, blanks)."""
     if "RAM " not in line and not _RAIL.search(line):
         return None
@@ -101,12 +100,12 @@ def parse_text(text: str) -> list[TegrastatsSample]:
     return [s for s in (parse_line(line) for line in text.splitlines()) if s is not None]
 
 
-def mean_input_power_w(samples: list[TegrastatsSample]) -> Optional[float]:
+def mean_input_power_w(samples: list[TegrastatsSample]) -> float | None:
     powers = [s.input_power_mw for s in samples if s.input_power_mw is not None]
     return sum(powers) / len(powers) / 1000.0 if powers else None
 
 
-def images_per_joule(images: int, seconds: float, samples: list[TegrastatsSample]) -> Optional[float]:
+def images_per_joule(images: int, seconds: float, samples: list[TegrastatsSample]) -> float | None:
     """Images per joule of board input energy over a timed window (mean power × time)."""
     watts = mean_input_power_w(samples)
     if not watts or seconds <= 0:
@@ -122,15 +121,15 @@ class TegrastatsSampler:
         self.interval_ms = interval_ms
         self.command = command
         self.samples: list[TegrastatsSample] = []
-        self._proc: Optional[subprocess.Popen] = None
-        self._thread: Optional[threading.Thread] = None
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     @staticmethod
     def available(command: str = "tegrastats") -> bool:
         return shutil.which(command) is not None
 
-    def __enter__(self) -> "TegrastatsSampler":
+    def __enter__(self) -> TegrastatsSampler:  # noqa: PYI034 (typing.Self needs 3.11; JetPack 6 ships 3.10)
         self._proc = subprocess.Popen([self.command, "--interval", str(self.interval_ms)],
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self._thread = threading.Thread(target=self._read, daemon=True)

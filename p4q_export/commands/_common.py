@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout (logs go to stderr).")]
-DataOpt = Annotated[Optional[str], typer.Option("--data", help="Dataset SPEC: fashion-mnist[:DIR], mnist, digits, imagefolder:DIR, coop:DIR.")]
+DataOpt = Annotated[str | None, typer.Option("--data", help="Dataset SPEC: fashion-mnist[:DIR], mnist, digits, imagefolder:DIR, coop:DIR.")]
 
 _global_json = False
 
@@ -19,7 +20,7 @@ def set_global_json(value: bool) -> None:
     _global_json = value
 
 
-def emit(result: dict, as_json: bool, human: Optional[Callable[[dict], str]] = None) -> None:
+def emit(result: dict, as_json: bool, human: Callable[[dict], str] | None = None) -> None:
     """JSON (one object) on stdout when asked; otherwise a human summary on stdout."""
     if as_json or _global_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")

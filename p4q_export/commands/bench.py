@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,19 +14,19 @@ from ._common import JsonOpt, emit
 def bench(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `p4q-export export`).")],
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or jetson.")] = "cpu",
-    host: Annotated[Optional[str], typer.Option("--host", help="Run on USER@HOST over SSH (the bundle is copied there).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Run on USER@HOST over SSH (the bundle is copied there).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, e.g. 1,8,32.")] = "1,8,32",
     iterations: Annotated[int, typer.Option("--iterations", help="Timed iterations per batch size.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up iterations per batch size.")] = 3,
-    backends: Annotated[Optional[str], typer.Option("--backends", help="Only these, e.g. ort/int8,ort/fp32,torch/fp32 (torch/int8, the fake-quant reference, is opt-in).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime intra-op threads (default: ORT's choice).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Report directory (default BUNDLE/bench).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="SSH port.")] = None,
-    identity: Annotated[Optional[Path], typer.Option("--identity", help="SSH private key file.")] = None,
-    known_hosts: Annotated[Optional[Path], typer.Option("--known-hosts", help="known_hosts file (new host keys are accepted and recorded there).")] = None,
+    backends: Annotated[str | None, typer.Option("--backends", help="Only these, e.g. ort/int8,ort/fp32,torch/fp32 (torch/int8, the fake-quant reference, is opt-in).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: ORT's choice).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report directory (default BUNDLE/bench).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="SSH port.")] = None,
+    identity: Annotated[Path | None, typer.Option("--identity", help="SSH private key file.")] = None,
+    known_hosts: Annotated[Path | None, typer.Option("--known-hosts", help="known_hosts file (new host keys are accepted and recorded there).")] = None,
     connect_timeout: Annotated[int, typer.Option("--connect-timeout", help="SSH connect timeout in seconds.")] = 10,
     remote_command: Annotated[str, typer.Option("--remote-command", help="p4q-export executable on the remote host.")] = "p4q-export",
-    remote_dir: Annotated[Optional[str], typer.Option("--remote-dir", help="Where bundles go on the remote host (relative = under its $HOME).")] = None,
+    remote_dir: Annotated[str | None, typer.Option("--remote-dir", help="Where bundles go on the remote host (relative = under its $HOME).")] = None,
     build_engines: Annotated[bool, typer.Option("--build-engines/--no-build-engines", help="Build missing TensorRT engines here first (GPU devices).")] = True,
     json_out: JsonOpt = False,
 ) -> None:

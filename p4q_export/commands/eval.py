@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,14 +13,14 @@ def eval_command(
     target: Annotated[str, typer.Argument(help="MODEL (open_clip name[:tag], checkpoint file or dir), a RUN dir, or a BUNDLE dir.")],
     data: DataOpt = None,
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Zero-shot with template ensembling; always what eval does with a MODEL (accepted for clarity).")] = False,
-    quant: Annotated[Optional[str], typer.Option("--quant", help="PTQ profile: trt, ort-x86 or paper.")] = None,
-    bits: Annotated[Optional[str], typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4, 3/3.")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", help="PTQ profile: trt, ort-x86 or paper.")] = None,
+    bits: Annotated[str | None, typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4, 3/3.")] = None,
     quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize the text tower too.")] = False,
-    backend: Annotated[Optional[str], typer.Option("--backend", help="torch (reference; default for models and runs), ort, ort-exact (default for bundles) or trt.")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="torch (reference; default for models and runs), ort, ort-exact (default for bundles) or trt.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Evaluate on a fixed subset of N test images (0 = all).")] = 0,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant.")] = 1280,
-    act_observer: Annotated[Optional[str], typer.Option("--act-observer", help="Activation observer for --quant: minmax, percentile[:P] or omse.")] = None,
-    weight_observer: Annotated[Optional[str], typer.Option("--weight-observer", help="Weight observer for --quant: minmax, percentile[:P] or omse.")] = None,
+    act_observer: Annotated[str | None, typer.Option("--act-observer", help="Activation observer for --quant: minmax, percentile[:P] or omse.")] = None,
+    weight_observer: Annotated[str | None, typer.Option("--weight-observer", help="Weight observer for --quant: minmax, percentile[:P] or omse.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Top-1/top-5 accuracy on the test split of --data."""

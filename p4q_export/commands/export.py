@@ -4,7 +4,7 @@ reference.pt for validation)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from ._common import DataOpt, JsonOpt, emit
 def export(
     source: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A trained run directory, or a MODEL (open_clip name, checkpoint, model dir).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (must not exist or be empty).")],
-    profile: Annotated[Optional[str], typer.Option("--profile", help="trt (TensorRT INT8) or ort-x86 (7-bit weights for ORT on CPUs without VNNI). Default: the run's profile, trt for a MODEL.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="trt (TensorRT INT8) or ort-x86 (7-bit weights for ORT on CPUs without VNNI). Default: the run's profile, trt for a MODEL.")] = None,
     data: DataOpt = None,
     uint8_input: Annotated[bool, typer.Option("--uint8-input", help="Fold mean/std into the graph: input uint8 NCHW 0-255.")] = False,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for a bare MODEL (PTQ on --data's training split). "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from ._common import JsonOpt, emit
 
 def predict(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An exported bundle directory.")],
-    images: Annotated[List[Path], typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ...).")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ...).")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels per image.")] = 5,
     backend: Annotated[str, typer.Option("--backend", help="ort-exact (default), ort (fast INT8 kernels), torch or trt.")] = "ort-exact",
     json_out: JsonOpt = False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,15 +12,14 @@ from ._common import JsonOpt, emit
 
 
 def pretrain(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (open_clip-loadable: config + weights + manifest). Default: the shared cache for this recipe ($P4Q_CACHE, ~/.cache/p4q-export), which the tests reuse.")] = None,
-    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-pretrain.yaml.")] = None,
-    set_: Annotated[Optional[List[str]], typer.Option("--set", help="Override a recipe key: --set epochs=1.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (open_clip-loadable: config + weights + manifest). Default: the shared cache for this recipe ($P4Q_CACHE, ~/.cache/p4q-export), which the tests reuse.")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-pretrain.yaml.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set epochs=1.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if OUT already holds this recipe's model.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Pretrain a small CLIP from scratch with caption templates (reuses OUT if it matches the recipe)."""
     from ..models.pretrain import cached_pretrain
-
     from ..models.testbed import testbed_dir
 
     r = load_recipe(recipe, set_, PretrainRecipe)

@@ -7,7 +7,7 @@ Resumes from RUN/checkpoint.pt when it exists (same command after an interruptio
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -40,12 +40,12 @@ def _human(d: dict) -> str:
 
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory: checkpoint.pt, metrics.json, run.json.")],
-    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-p4q-w8a8.yaml.")] = None,
-    set_: Annotated[Optional[List[str]], typer.Option("--set", help="Override a recipe key: --set epochs=10.")] = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="p4q (default) or coop (FP learnable prompts).")] = None,
-    shots: Annotated[Optional[int], typer.Option("--shots", help="Training images per class.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Few-shot sample and initialisation seed.")] = None,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Several seeds, e.g. 1,2,3: reported as mean ± std.")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-p4q-w8a8.yaml.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set epochs=10.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="p4q (default) or coop (FP learnable prompts).")] = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="Training images per class.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Few-shot sample and initialisation seed.")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Several seeds, e.g. 1,2,3: reported as mean ± std.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start over instead of resuming from OUT's checkpoint.")] = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,10 +16,10 @@ def validate(
     backend: Annotated[str, typer.Option("--backend", help="ort | ort-exact | trt. ORT runs in --ort-mode (default exact: Q/DQ computed exactly, the CPU stand-in for TensorRT).")] = "ort",
     ort_mode: Annotated[str, typer.Option("--ort-mode", help="exact (what TensorRT computes) or fast (ORT's INT8 kernels; use with ort-x86 bundles).")] = "exact",
     data: DataOpt = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Validate on N images (every k-th of the test split).")] = None,
-    cosine_min: Annotated[Optional[float], typer.Option("--cosine-min", help="Minimum per-image cosine of the embedding output, or of the logits for a bundle without one (default: manifest, 0.999).")] = None,
-    top1_agreement_min: Annotated[Optional[float], typer.Option("--top1-agreement-min", help="Minimum top-1 agreement on the images the reference does not tie (default: manifest, 0.99).")] = None,
-    tie_cosine: Annotated[Optional[float], typer.Option("--tie-cosine", help="The reference's two best classes closer than this in cosine make a tie, left out of top-1 agreement (default: manifest, 0.001).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Validate on N images (every k-th of the test split).")] = None,
+    cosine_min: Annotated[float | None, typer.Option("--cosine-min", help="Minimum per-image cosine of the embedding output, or of the logits for a bundle without one (default: manifest, 0.999).")] = None,
+    top1_agreement_min: Annotated[float | None, typer.Option("--top1-agreement-min", help="Minimum top-1 agreement on the images the reference does not tie (default: manifest, 0.99).")] = None,
+    tie_cosine: Annotated[float | None, typer.Option("--tie-cosine", help="The reference's two best classes closer than this in cosine make a tie, left out of top-1 agreement (default: manifest, 0.001).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Compare a backend's outputs with the PyTorch reference; writes BUNDLE/validation.json.

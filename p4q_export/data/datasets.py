@@ -59,7 +59,7 @@ class ImageDataset:
         assert self.files is not None
         return open_image(self.files[i])
 
-    def subset(self, indices) -> "ImageDataset":
+    def subset(self, indices) -> ImageDataset:
         idx = np.asarray(indices, dtype=np.int64)
         return ImageDataset(
             name=self.name,
@@ -165,7 +165,7 @@ def _stratified_split(labels: np.ndarray, split: str, test_fraction: float = 0.2
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        n_test = int(round(len(idx) * test_fraction))
+        n_test = round(len(idx) * test_fraction)
         chosen.append(idx[:n_test] if split == "test" else idx[n_test:])
     return np.sort(np.concatenate(chosen))
 

@@ -24,7 +24,7 @@ class TensorPreprocess:
     interpolation: str = "bicubic"
 
     @classmethod
-    def from_model(cls, model) -> "TensorPreprocess":
+    def from_model(cls, model) -> TensorPreprocess:
         """Read open_clip's preprocess_cfg off a model (set by create_model)."""
         visual = model.visual
         cfg = getattr(visual, "preprocess_cfg", {}) or {}

@@ -9,9 +9,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UserError
 from ..manifest import file_sha256, write_json_atomic

@@ -156,9 +156,9 @@ def lint_model(model: onnx.ModelProto) -> LintReport:
                 report.violations.append(f"{_label(n)}: must feed DequantizeLinear directly, feeds {', '.join(kinds)}")
             scale = g.const(n.input[1])
             weight = g.const(n.input[0])
-            if weight is not None and scale is not None and weight.dtype == np.float32:
-                if not _weight_range_ok(weight, scale, _attr(n, "axis", 1)):
-                    report.violations.append(f"{_label(n)}: weight quantizes outside [-127, 127] (TensorRT's INT8 weight range)")
+            if (weight is not None and scale is not None and weight.dtype == np.float32
+                    and not _weight_range_ok(weight, scale, _attr(n, "axis", 1))):
+                report.violations.append(f"{_label(n)}: weight quantizes outside [-127, 127] (TensorRT's INT8 weight range)")
         elif n.op_type == "DequantizeLinear":
             src = g.producer.get(n.input[0])
             from_int8_initializer = n.input[0] in g.consts

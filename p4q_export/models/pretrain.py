@@ -25,7 +25,13 @@ from ..data import load_dataset, preprocess_dataset, templates_for
 from ..errors import UserError
 from ..manifest import file_sha256, versions, write_json_atomic
 from ..progress import log, progress_iter
-from .loading import CONFIG_DIR, CONFIG_FILE, WEIGHTS_FILE, load_model, register_project_configs
+from .loading import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_model,
+    register_project_configs,
+)
 from .zeroshot import encode_images, topk_accuracy, zero_shot_classifier
 
 
@@ -91,7 +97,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
     pool = _build_pool(recipe, prep)
     n = len(pool.labels)
     steps_per_epoch = n // recipe.batch_size
-    total = max(1, int(round(recipe.epochs * steps_per_epoch)))
+    total = max(1, round(recipe.epochs * steps_per_epoch))
     tokens = [tokenizer(caps) for caps in pool.class_captions]  # per class: [T, ctx]
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]

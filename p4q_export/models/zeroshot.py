@@ -52,4 +52,4 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
     top = logits.topk(k, dim=1).indices
     top1 = (top[:, 0] == labels).float().mean().item()
     top5 = (top == labels[:, None]).any(dim=1).float().mean().item()
-    return Accuracy(top1=round(top1, 6), top5=round(top5, 6), n=int(len(labels)))
+    return Accuracy(top1=round(top1, 6), top5=round(top5, 6), n=len(labels))

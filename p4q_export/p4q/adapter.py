@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def feature_dim(model: nn.Module) -> int:

@@ -12,8 +12,8 @@ token never moves, so open_clip's argmax pooling over the token ids still finds 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import UserError
 

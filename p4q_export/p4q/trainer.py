@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import TrainRecipe, recipe_dict, recipe_hash
 from ..data.samplers import eval_subset_indices
@@ -37,7 +37,13 @@ from ..errors import UserError
 from ..progress import log, progress_iter
 from .adapter import QAdapter, feature_dim
 from .distributed import DistContext, init_distributed
-from .features import CachedFeatures, EvalFeatures, ImageSource, OnTheFlyFeatures, eval_features
+from .features import (
+    CachedFeatures,
+    EvalFeatures,
+    ImageSource,
+    OnTheFlyFeatures,
+    eval_features,
+)
 from .losses import DISTILL_FORMS, p4q_loss
 from .prompt_learner import PromptLearner, class_embeddings
 
@@ -507,7 +513,7 @@ def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, second
         "method": recipe.method,
         "accuracy": {**prep.zero_shot, "trained": result.top1},
         "top5": {**prep.zero_shot_top5, "trained": result.top5},
-        "n_eval": int(len(prep.eval.labels)) if prep.eval is not None else 0,
+        "n_eval": len(prep.eval.labels) if prep.eval is not None else 0,
         "eval_split": recipe.eval_split,
         "seconds": round(seconds, 3),
         "train_seconds": round(result.train_seconds, 3),

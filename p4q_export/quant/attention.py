@@ -25,7 +25,7 @@ class ExplicitAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
     @classmethod
-    def from_mha(cls, mha: nn.MultiheadAttention) -> "ExplicitAttention":
+    def from_mha(cls, mha: nn.MultiheadAttention) -> ExplicitAttention:
         if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("only plain self-attention MultiheadAttention (no kdim/vdim, bias_k, zero attn) can be made explicit")
         attn = cls(mha.embed_dim, mha.num_heads, bias=mha.in_proj_bias is not None, batch_first=mha.batch_first, dropout=mha.dropout)

@@ -9,8 +9,8 @@ adds (what TensorRT runs well for ViTs).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -191,7 +191,7 @@ def load_quant_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise UserError(
             "calibration state does not match this quantized model "
             f"({len(missing)} missing, {len(unexpected)} unexpected entries; e.g. "
-            f"{sorted(missing or unexpected)[0]}): was it saved with another profile or --quantize-text setting?"
+            f"{min(missing or unexpected)}): was it saved with another profile or --quantize-text setting?"
         )
     for name, q in quantizers.items():
         sub = {buf: state[f"{name}.{buf}"] for buf in QUANT_BUFFERS}

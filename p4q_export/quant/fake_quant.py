@@ -117,7 +117,7 @@ class FakeQuantizer(nn.Module):
         self.calibrating = False
 
     def extra_repr(self) -> str:
-        kind = "per-channel(axis=%d)" % self.axis if self.per_channel else "per-tensor"
+        kind = f"per-channel(axis={self.axis})" if self.per_channel else "per-tensor"
         sym = "symmetric" if self.symmetric else "asymmetric"
         return f"bits={self.bits}, {sym}, {kind}, range=[{self.qmin}, {self.qmax}], observer={self.observer_name}"
 

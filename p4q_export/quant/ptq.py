@@ -7,7 +7,13 @@ from pathlib import Path
 
 import torch
 
-from ..data import ImageDataset, calibration_indices, preprocess_dataset, templates_for, write_calibration_list
+from ..data import (
+    ImageDataset,
+    calibration_indices,
+    preprocess_dataset,
+    templates_for,
+    write_calibration_list,
+)
 from ..data.samplers import calibration_list_hash
 from ..models import LoadedModel
 from ..progress import log
@@ -49,11 +55,11 @@ def build_ptq_model(
         "profile_settings": profile.as_dict(),
         "quantize_text": bool(quantize_text),
         "n_quant_layers": len(quant_layers(model)),
-        "n_calib": int(len(idx)),
+        "n_calib": len(idx),
         "calib_seed": int(seed),
         "calibration_list": str(list_path),
         "calibration_sha256": calibration_list_hash(calib, idx),
         "calibration_file_sha256": hashlib.sha256(Path(list_path).read_bytes()).hexdigest(),
-        "n_text_captions": 0 if tokens is None else int(len(tokens)),
+        "n_text_captions": 0 if tokens is None else len(tokens),
     }
     return model, info

@@ -13,7 +13,6 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 from ..errors import UserError
 from ..manifest import file_sha256, write_bytes_atomic, write_json_atomic
@@ -104,7 +103,7 @@ def engine_filename(gpu_name: str, trt_version: str, precision: str = "int8") ->
 
 # ----------------------------------------------------------------------------- compatibility
 
-def engine_incompatibility(entry: dict, gpu_name: str, compute_capability: str, trt_version: str) -> Optional[str]:
+def engine_incompatibility(entry: dict, gpu_name: str, compute_capability: str, trt_version: str) -> str | None:
     """Why an engine entry cannot run here, or None. Engines are tied to the GPU model (and its
     compute capability) and to the exact TensorRT version that built them."""
     problems = []
@@ -186,7 +185,7 @@ class BuildOptions:
     min_batch: int = 1
     opt_batch: int = 8
     max_batch: int = 32
-    timing_cache: Optional[str] = None
+    timing_cache: str | None = None
 
     def __post_init__(self):
         if not (self.int8 or self.fp16):
@@ -264,7 +263,12 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
     import tempfile
 
     trt = require_tensorrt()
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        Profile,
+    )
 
     from ..deploy.bundle import load_bundle
 
@@ -278,7 +282,7 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
         bundle_dir / ENGINES_DIR / f"{slugify(gpu.name)}-trt{trt.__version__}.timing-cache"
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
 
-    shape = lambda n: (n, 3, size, size)  # noqa: E731
+    shape = lambda n: (n, 3, size, size)
     profile = Profile().add(input_name, min=shape(options.min_batch), opt=shape(options.opt_batch), max=shape(options.max_batch))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

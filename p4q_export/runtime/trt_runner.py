@@ -8,18 +8,23 @@ cheap and constructing a runner without TensorRT raises a UserError that says ho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from ..errors import UserError
-from .trt_engine import check_engine_compatible, find_engine, gpu_info, read_manifest, require_tensorrt
+from .trt_engine import (
+    check_engine_compatible,
+    find_engine,
+    gpu_info,
+    read_manifest,
+    require_tensorrt,
+)
 
 
 class TrtRunner:
     backend = "trt"
 
-    def __init__(self, bundle, engine_path: Optional[str] = None, precision: str = "int8", fp16: bool = False, **_ignored):
+    def __init__(self, bundle, engine_path: str | None = None, precision: str = "int8", fp16: bool = False, **_ignored):
         """`bundle`: a deploy.bundle.Bundle or a bundle directory. Without `engine_path` the
         manifest's engine for this GPU + TensorRT version and `precision` is used."""
         trt = require_tensorrt()

@@ -79,7 +79,11 @@ def _polygraphy_quiet():
 
 def compare_outputs(reference: np.ndarray, test: np.ndarray, name: str = "logits") -> dict:
     """Agreement of one output (rows = images) between the reference and a backend."""
-    from polygraphy.comparator import CosineSimilarityCompareFunc, IterationResult, SimpleCompareFunc
+    from polygraphy.comparator import (
+        CosineSimilarityCompareFunc,
+        IterationResult,
+        SimpleCompareFunc,
+    )
 
     a = reference.astype(np.float64)
     b = test.astype(np.float64)
@@ -152,7 +156,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
         "passed": passed,
         "thresholds": {"cosine_min": cmin, "top1_agreement_min": amin, "tie_cosine": tie},
         "accuracy": {runner.backend: _accuracy(test_logits, ds.labels), "torch": _accuracy(ref_logits, ds.labels)},
-        "n": int(len(ds)),
+        "n": len(ds),
         "data": spec,
         "seconds": round(time.time() - started, 2),
     }
@@ -167,4 +171,4 @@ def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str 
     spec, ds = _dataset_for(bundle, data_spec, limit)
     runner = open_runner(bundle, backend, **runner_opts)
     logits = _all_outputs([runner], bundle, ds)[0]["logits"]
-    return {**_accuracy(logits, ds.labels), "n": int(len(ds)), "backend": runner.backend, "precision": runner.precision, "data": spec}
+    return {**_accuracy(logits, ds.labels), "n": len(ds), "backend": runner.backend, "precision": runner.precision, "data": spec}
