@@ -13,15 +13,8 @@ import torch.nn.functional as F
 from p4q_export.config import TrainRecipe
 from p4q_export.p4q.distributed import DistContext
 from p4q_export.p4q.losses import p4q_loss
-from p4q_export.p4q.trainer import (
-    adapter_lr,
-    batch_loss,
-    build_learner,
-    epoch_order,
-    prepare,
-    prompt_lr,
-    train_seed,
-)
+from p4q_export.p4q.schedule import adapter_lr, epoch_order, prompt_lr
+from p4q_export.p4q.trainer import batch_loss, build_learner, prepare, train_seed
 
 
 def test_loss_matches_hand_computation():

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def training_cache_speedup(bar: float = 10.0) -> bool:
     """Per-epoch time of P4Q training (test bed, W8A8 recipe) with and without the feature cache."""
-    from ..p4q.trainer import benchmark_cache_speedup
+    from .cache_speedup import benchmark_cache_speedup
 
     r = benchmark_cache_speedup(epochs=3)
     print("\n## P4Q training loop: cached frozen-tower features vs recomputing them\n")

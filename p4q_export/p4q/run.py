@@ -19,8 +19,9 @@ from torch import nn
 from ..config import TrainRecipe, build_recipe
 from ..errors import UserError
 from .adapter import QAdapter, feature_dim
+from .checkpoint import CHECKPOINT, load_checkpoint
+from .outputs import METRICS, RUN_KIND, RUN_MANIFEST
 from .prompt_learner import PromptLearner, class_embeddings
-from .trainer import CHECKPOINT, METRICS, RUN_KIND, RUN_MANIFEST, load_checkpoint
 
 
 @dataclass

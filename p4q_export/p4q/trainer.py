@@ -12,6 +12,9 @@ CoOp is the same loop on the FP model with no adapter and no distillation.
 Determinism: epoch e shuffles and picks flips with a generator seeded by (seed, e), and both
 learning-rate schedules are closed-form functions of the global step, so a run resumed from its
 last checkpoint walks the same path as an uninterrupted one.
+
+Beside it: schedule.py (optimizers, learning rates, data order), checkpoint.py (atomic per-epoch
+checkpoints), outputs.py (RUN/metrics.json and RUN/run.json), and bench/cache_speedup.py.
 """
 
 from __future__ import annotations
@@ -26,16 +29,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainRecipe, recipe_dict, recipe_hash
+from ..config import TrainRecipe, recipe_dict
 from ..data.samplers import eval_subset_indices
 from ..errors import UserError
 from ..progress import log, progress_iter
 from .adapter import QAdapter, feature_dim
+from .checkpoint import (
+    CHECKPOINT,
+    load_checkpoint,
+    save_checkpoint,
+    set_np_rng_state,
+    training_state,
+)
 from .distributed import DistContext, init_distributed
 from .features import (
     CachedFeatures,
@@ -45,13 +54,13 @@ from .features import (
     eval_features,
 )
 from .losses import DISTILL_FORMS, p4q_loss
+from .outputs import METRICS, RUN_KIND, RUN_MANIFEST, aggregate, write_seed_outputs
 from .prompt_learner import PromptLearner, class_embeddings
+from .schedule import adapter_lr, epoch_order, make_optimizers, prompt_lr
 
 METHODS = ("p4q", "coop")
 # keys that change how a run is scheduled or scored, not what it learns: a resume may differ in them
 RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = "p4q-export/checkpoint-1"
 
 
 # --- setup shared by every seed ---------------------------------------------------------------
@@ -219,36 +228,6 @@ def build_learner(recipe: TrainRecipe, model: nn.Module, tokenizer, classnames, 
     return Learner(pl, adapter)
 
 
-def make_optimizers(recipe: TrainRecipe, learner: Learner) -> dict[str, torch.optim.Optimizer]:
-    ctx = [learner.prompt_learner.ctx]
-    if recipe.prompt_optimizer == "sgd":
-        opt_prompt = torch.optim.SGD(ctx, lr=recipe.prompt_lr, weight_decay=recipe.weight_decay)
-    else:
-        opt_prompt = torch.optim.AdamW(ctx, lr=recipe.prompt_lr, weight_decay=recipe.weight_decay)
-    opts = {"prompt": opt_prompt}
-    if learner.adapter is not None:
-        opts["adapter"] = torch.optim.AdamW(
-            learner.adapter.parameters(), lr=recipe.adapter_lr, eps=recipe.adapter_eps,
-            weight_decay=recipe.adapter_weight_decay,
-        )
-    return opts
-
-
-def prompt_lr(recipe: TrainRecipe, step: int, total: int) -> float:
-    """The official cosine-per-iteration schedule (final lr = lr·1e-3), optional linear warmup."""
-    warmup = min(recipe.warmup_epochs * max(1, total // recipe.epochs), total - 1)
-    lr, final = recipe.prompt_lr, recipe.prompt_lr * 1e-3
-    if step < warmup:
-        return lr * (step + 1) / (warmup + 1)
-    t, span = step - warmup, total - warmup
-    return final + 0.5 * (lr - final) * (1 + math.cos(math.pi * t / span))
-
-
-def adapter_lr(recipe: TrainRecipe, step: int, total: int) -> float:
-    """CosineAnnealingLR(T_max = all iterations) in closed form, as the official adapter uses."""
-    return 0.5 * recipe.adapter_lr * (1 + math.cos(math.pi * step / total))
-
-
 # --- one step ---------------------------------------------------------------------------------
 
 
@@ -271,65 +250,6 @@ def batch_loss(prep: Prepared, learner: Learner, student_raw, teacher_feat, labe
 def view_count(recipe: TrainRecipe) -> int:
     """Cached views per training image: the original, and its mirror image with `flip`."""
     return 2 if recipe.flip else 1
-
-
-def epoch_order(seed: int, epoch: int, n: int, n_views: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(permutation, view per image) of epoch `epoch`, a pure function of (seed, epoch)."""
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    perm = torch.randperm(n, generator=g)
-    views = torch.randint(0, n_views, (n,), generator=g)
-    return perm, views
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: write a temporary file beside it, fsync, rename (a kill never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / foreign files raise several types
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not a p4q-export training checkpoint")
-    return state
-
-
-def training_state(recipe: TrainRecipe, seed: int, epoch: int, learner: Learner, opts, history, done: bool) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "recipe_hash": recipe_hash(recipe),
-        "recipe": recipe_dict(recipe),
-        "seed": int(seed),
-        "epoch": int(epoch),  # completed epochs
-        "done": bool(done),
-        "prompt_learner": learner.prompt_learner.state_dict(),
-        "adapter": learner.adapter.state_dict() if learner.adapter is not None else {},
-        "optimizers": {k: o.state_dict() for k, o in opts.items()},
-        "rng": {"torch": torch.get_rng_state(), "numpy": np_rng_state()},
-        "history": history,
-    }
-
-
-def np_rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def set_np_rng_state(state: dict) -> None:
-    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
-                         state["has_gauss"], state["cached_gaussian"]))
 
 
 # --- training one seed ------------------------------------------------------------------------
@@ -479,96 +399,11 @@ def evaluate_learner(prep: Prepared, learner: Learner) -> tuple[float, float]:
 
 # --- a whole run: one or several seeds, metrics and manifest ----------------------------------
 
-RUN_MANIFEST = "run.json"
-METRICS = "metrics.json"
-RUN_KIND = "p4q-export/run"
-
-
 def seed_list(recipe: TrainRecipe) -> list[int]:
     seeds = [int(s) for s in (recipe.seeds or [recipe.seed])]
     if len(set(seeds)) != len(seeds):
         raise UserError(f"seeds repeat: {seeds}")
     return seeds
-
-
-def model_reference(loaded) -> dict:
-    """The model as given, plus an absolute path when it is a local file/dir (runs move; the cwd too)."""
-    ref = loaded.describe()
-    spec = Path(loaded.source)
-    if spec.exists():
-        ref["path"] = str(spec.resolve())
-        weights = spec / "open_clip_pytorch_model.bin" if spec.is_dir() else spec
-        if weights.is_file():
-            from ..manifest import file_sha256
-
-            ref["weights_sha256"] = file_sha256(weights)
-    return ref
-
-
-def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, seconds: float, calib_rel: str | None) -> dict:
-    from ..manifest import file_sha256, versions, write_json_atomic
-
-    recipe = prep.recipe
-    metrics = {
-        "method": recipe.method,
-        "accuracy": {**prep.zero_shot, "trained": result.top1},
-        "top5": {**prep.zero_shot_top5, "trained": result.top5},
-        "n_eval": len(prep.eval.labels) if prep.eval is not None else 0,
-        "eval_split": recipe.eval_split,
-        "seconds": round(seconds, 3),
-        "train_seconds": round(result.train_seconds, 3),
-        "resumed_from_epoch": result.resumed_from,
-        "seeds": [result.seed],
-        "history": [{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
-        "recipe": recipe_dict(recipe),
-        "versions": versions(),
-    }
-    write_json_atomic(run_dir / METRICS, metrics)
-    files = {CHECKPOINT: file_sha256(run_dir / CHECKPOINT), METRICS: file_sha256(run_dir / METRICS)}
-    if calib_rel:
-        files[calib_rel] = file_sha256(run_dir / calib_rel)
-    manifest = {
-        "kind": RUN_KIND,
-        "format": 1,
-        "method": recipe.method,
-        "seed": result.seed,
-        "model": model_reference(prep.loaded),
-        "recipe": recipe_dict(recipe),
-        "profile": prep.profile.as_dict() if prep.profile is not None else None,
-        "quantize_text": bool(recipe.quantize_text) if prep.quantized else False,
-        "calibration": None if not prep.quantized else {
-            "list": calib_rel,
-            "sha256": prep.ptq_info.get("calibration_sha256"),
-            "n": prep.ptq_info.get("n_calib"),
-            "seed": prep.ptq_info.get("calib_seed"),
-        },
-        "classnames": list(prep.classnames),
-        "data": recipe.data,
-        "files": files,
-        "versions": metrics["versions"],
-    }
-    write_json_atomic(run_dir / RUN_MANIFEST, manifest)
-    return metrics
-
-
-def aggregate(prep: Prepared, per_seed: dict[int, dict], seconds: float) -> dict:
-    from ..manifest import versions
-
-    top1 = np.array([m["accuracy"]["trained"] for m in per_seed.values()], dtype=np.float64)
-    mean, std = float(top1.mean()), float(top1.std(ddof=1)) if len(top1) > 1 else 0.0
-    return {
-        "method": prep.recipe.method,
-        "accuracy": {**prep.zero_shot, "trained": round(mean, 6), "trained_std": round(std, 6)},
-        "trained_per_seed": {str(s): m["accuracy"]["trained"] for s, m in per_seed.items()},
-        "trained_mean_std": f"{100 * mean:.2f} ± {100 * std:.2f}",
-        "n_eval": next(iter(per_seed.values()))["n_eval"],
-        "eval_split": prep.recipe.eval_split,
-        "seconds": round(seconds, 3),
-        "seeds": [int(s) for s in per_seed],
-        "seed_runs": {str(s): f"seed-{s}" for s in per_seed},
-        "recipe": recipe_dict(prep.recipe),
-        "versions": versions(),
-    }
 
 
 def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | None:
@@ -613,47 +448,3 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | Non
                                            "seed_runs": metrics["seed_runs"], "recipe": metrics["recipe"],
                                            "versions": metrics["versions"]})
     return metrics
-
-
-# --- the cache speed-up (make bench) ----------------------------------------------------------
-
-
-def benchmark_cache_speedup(recipe: TrainRecipe | None = None, epochs: int = 2, seed: int | None = None,
-                            workdir: Path | str | None = None) -> dict:
-    """Train the first `epochs` epochs of `recipe` twice — frozen-tower features cached, and
-    recomputed every step — and compare seconds per epoch and the losses of every step.
-
-    The cached timing counts only the epochs; building the cache (one pass over the images per
-    view) is reported separately as `cache_seconds`.
-    """
-    from ..config import load_recipe
-    from ..models.testbed import REPO_ROOT
-
-    if recipe is None:
-        recipe = load_recipe(REPO_ROOT / "recipes" / "testbed-p4q-w8a8.yaml", None, TrainRecipe)
-    seed = recipe.seed if seed is None else seed
-    dist = DistContext()
-    with tempfile.TemporaryDirectory(prefix="p4q-bench-", dir=workdir) as tmp:
-        tmp = Path(tmp)
-        prep = prepare(recipe, tmp, dist, evaluate=False)
-        runs = {}
-        for cached in (True, False):
-            runs[cached] = train_seed(prep, seed, tmp / ("cached" if cached else "uncached"), dist,
-                                      max_epochs=epochs, cache_features=cached, resume=False, evaluate=False)
-    fast, slow = runs[True], runs[False]
-    cached_epoch = sum(fast.epoch_seconds) / len(fast.epoch_seconds)
-    uncached_epoch = sum(slow.epoch_seconds) / len(slow.epoch_seconds)
-    a = [l for h in fast.history for l in h["step_losses"]]
-    b = [l for h in slow.history for l in h["step_losses"]]
-    return {
-        "epochs": epochs,
-        "images": recipe.shots * len(prep.classnames),
-        "views": view_count(recipe),
-        "cached_seconds_per_epoch": cached_epoch,
-        "uncached_seconds_per_epoch": uncached_epoch,
-        "cache_seconds": fast.cache_seconds,
-        "speedup": uncached_epoch / cached_epoch,
-        "speedup_including_cache_build": sum(slow.epoch_seconds) / (sum(fast.epoch_seconds) + fast.cache_seconds),
-        "max_abs_loss_diff": max(abs(x - y) for x, y in zip(a, b)),
-        "steps": len(a),
-    }

@@ -1,0 +1,67 @@
+"""Training checkpoints: written atomically every epoch, loaded with `weights_only=True`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..config import TrainRecipe, recipe_dict, recipe_hash
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .trainer import Learner
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "p4q-export/checkpoint-1"
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: write a temporary file beside it, fsync, rename (a kill never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / foreign files raise several types
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a p4q-export training checkpoint")
+    return state
+
+
+def training_state(recipe: TrainRecipe, seed: int, epoch: int, learner: Learner, opts, history, done: bool) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "recipe_hash": recipe_hash(recipe),
+        "recipe": recipe_dict(recipe),
+        "seed": int(seed),
+        "epoch": int(epoch),  # completed epochs
+        "done": bool(done),
+        "prompt_learner": learner.prompt_learner.state_dict(),
+        "adapter": learner.adapter.state_dict() if learner.adapter is not None else {},
+        "optimizers": {k: o.state_dict() for k, o in opts.items()},
+        "rng": {"torch": torch.get_rng_state(), "numpy": np_rng_state()},
+        "history": history,
+    }
+
+
+def np_rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def set_np_rng_state(state: dict) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))

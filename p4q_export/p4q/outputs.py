@@ -1,0 +1,99 @@
+"""What a finished run leaves behind: RUN/metrics.json and the RUN/run.json manifest (one seed),
+or their mean ± std over several seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..config import recipe_dict
+from .checkpoint import CHECKPOINT
+
+if TYPE_CHECKING:
+    from .trainer import Prepared, SeedResult
+
+RUN_MANIFEST = "run.json"
+METRICS = "metrics.json"
+RUN_KIND = "p4q-export/run"
+
+
+def model_reference(loaded) -> dict:
+    """The model as given, plus an absolute path when it is a local file/dir (runs move; the cwd too)."""
+    ref = loaded.describe()
+    spec = Path(loaded.source)
+    if spec.exists():
+        ref["path"] = str(spec.resolve())
+        weights = spec / "open_clip_pytorch_model.bin" if spec.is_dir() else spec
+        if weights.is_file():
+            from ..manifest import file_sha256
+
+            ref["weights_sha256"] = file_sha256(weights)
+    return ref
+
+
+def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, seconds: float, calib_rel: str | None) -> dict:
+    from ..manifest import file_sha256, versions, write_json_atomic
+
+    recipe = prep.recipe
+    metrics = {
+        "method": recipe.method,
+        "accuracy": {**prep.zero_shot, "trained": result.top1},
+        "top5": {**prep.zero_shot_top5, "trained": result.top5},
+        "n_eval": len(prep.eval.labels) if prep.eval is not None else 0,
+        "eval_split": recipe.eval_split,
+        "seconds": round(seconds, 3),
+        "train_seconds": round(result.train_seconds, 3),
+        "resumed_from_epoch": result.resumed_from,
+        "seeds": [result.seed],
+        "history": [{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
+        "recipe": recipe_dict(recipe),
+        "versions": versions(),
+    }
+    write_json_atomic(run_dir / METRICS, metrics)
+    files = {CHECKPOINT: file_sha256(run_dir / CHECKPOINT), METRICS: file_sha256(run_dir / METRICS)}
+    if calib_rel:
+        files[calib_rel] = file_sha256(run_dir / calib_rel)
+    manifest = {
+        "kind": RUN_KIND,
+        "format": 1,
+        "method": recipe.method,
+        "seed": result.seed,
+        "model": model_reference(prep.loaded),
+        "recipe": recipe_dict(recipe),
+        "profile": prep.profile.as_dict() if prep.profile is not None else None,
+        "quantize_text": bool(recipe.quantize_text) if prep.quantized else False,
+        "calibration": None if not prep.quantized else {
+            "list": calib_rel,
+            "sha256": prep.ptq_info.get("calibration_sha256"),
+            "n": prep.ptq_info.get("n_calib"),
+            "seed": prep.ptq_info.get("calib_seed"),
+        },
+        "classnames": list(prep.classnames),
+        "data": recipe.data,
+        "files": files,
+        "versions": metrics["versions"],
+    }
+    write_json_atomic(run_dir / RUN_MANIFEST, manifest)
+    return metrics
+
+
+def aggregate(prep: Prepared, per_seed: dict[int, dict], seconds: float) -> dict:
+    from ..manifest import versions
+
+    top1 = np.array([m["accuracy"]["trained"] for m in per_seed.values()], dtype=np.float64)
+    mean, std = float(top1.mean()), float(top1.std(ddof=1)) if len(top1) > 1 else 0.0
+    return {
+        "method": prep.recipe.method,
+        "accuracy": {**prep.zero_shot, "trained": round(mean, 6), "trained_std": round(std, 6)},
+        "trained_per_seed": {str(s): m["accuracy"]["trained"] for s, m in per_seed.items()},
+        "trained_mean_std": f"{100 * mean:.2f} ± {100 * std:.2f}",
+        "n_eval": next(iter(per_seed.values()))["n_eval"],
+        "eval_split": prep.recipe.eval_split,
+        "seconds": round(seconds, 3),
+        "seeds": [int(s) for s in per_seed],
+        "seed_runs": {str(s): f"seed-{s}" for s in per_seed},
+        "recipe": recipe_dict(prep.recipe),
+        "versions": versions(),
+    }
