@@ -96,6 +96,35 @@ def test_load_run_rejects_damage(reference, tmp_path):
         load_run(damaged)
 
 
+def test_rerunning_a_finished_run_keeps_it(testbed_model, reference, tmp_path):
+    import shutil
+
+    from p4q_export.config import TrainRecipe, load_recipe
+    from p4q_export.p4q.run import finished_run_metrics
+    from p4q_export.p4q.trainer import run_for_seed_key
+
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)
+    before = (out / "checkpoint.pt").stat().st_mtime_ns
+    proc = subprocess.run([sys.executable, "-m", "p4q_export.cli", *short_args(testbed_model, out)],
+                          capture_output=True, text=True, check=False, cwd=REPO, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already holds this run" in proc.stderr
+    stored = {k: v for k, v in reference[1].items() if k != "out"}
+    assert {k: v for k, v in json.loads(proc.stdout).items() if k != "out"} == stored
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == before
+    # another recipe, or a damaged file, is not "this run, finished"
+    overrides = [f"model={testbed_model}", "epochs=4", "calib_images=256", "eval_limit=1000",
+                 "cache_features=false", "threads=1", "shots=16", "seed=1"]
+    recipe = load_recipe(REPO / W8A8, overrides, TrainRecipe)
+    assert finished_run_metrics(out, recipe, [1], run_for_seed_key) == stored
+    other = load_recipe(REPO / W8A8, [*overrides, "eval_limit=500"], TrainRecipe)
+    assert finished_run_metrics(out, other, [1], run_for_seed_key) is None
+    with open(out / "checkpoint.pt", "ab") as f:
+        f.write(b"x")
+    assert finished_run_metrics(out, recipe, [1], run_for_seed_key) is None
+
+
 def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "p4q_export.cli", *short_args(testbed_model, out)]

@@ -90,6 +90,26 @@ def _verify_files(run_dir: Path, manifest: dict) -> None:
             raise UserError(f"run {run_dir} is damaged: {name} does not match its SHA-256 in {RUN_MANIFEST}")
 
 
+def finished_run_metrics(out: Path, recipe: TrainRecipe, seeds: list[int], run_key) -> dict | None:
+    """The stored metrics when `out` already holds this exact run, finished and intact (every seed's
+    checkpoint done, every file matching its hash); else None, and `train` trains or resumes."""
+    from ..config import recipe_dict
+
+    try:
+        metrics = _read_json(out / METRICS, "run metrics")
+        if metrics.get("recipe") != recipe_dict(recipe) or sorted(metrics.get("seeds") or []) != sorted(seeds):
+            return None
+        for seed in seeds:
+            run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
+            _verify_files(run_dir, _read_json(run_dir / RUN_MANIFEST, "run manifest"))
+            state = load_checkpoint(run_dir / CHECKPOINT)
+            if not state.get("done") or state.get("run_key") != run_key(recipe, seed):
+                return None
+    except UserError:  # missing or damaged: training resumes from what is intact and rewrites the rest
+        return None
+    return metrics
+
+
 def _model_spec(manifest: dict) -> str:
     model = manifest.get("model") or {}
     path = model.get("path")

@@ -423,6 +423,13 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | Non
             (out / name).unlink(missing_ok=True)
         for s in seeds:
             shutil.rmtree(out / f"seed-{s}", ignore_errors=True)
+    if not force:
+        from .run import finished_run_metrics
+
+        done = finished_run_metrics(out, recipe, seeds, run_for_seed_key)
+        if done is not None:  # rerunning a finished command is cheap: no PTQ, no evaluation
+            log(f"{out} already holds this run, finished; its metrics stand (--force retrains)")
+            return done if dist.is_main else None
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
