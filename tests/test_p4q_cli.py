@@ -125,6 +125,33 @@ def test_rerunning_a_finished_run_keeps_it(testbed_model, reference, tmp_path):
     assert finished_run_metrics(out, recipe, [1], run_for_seed_key) is None
 
 
+def test_a_run_is_not_resumed_on_other_weights(testbed_model, reference, tmp_path):
+    """The run key names the model; the weights' SHA-256 guards against a re-pretrained test bed
+    (or any checkpoint replaced under the same path)."""
+    import shutil
+
+    from p4q_export.config import TrainRecipe, load_recipe
+    from p4q_export.p4q.run import finished_run_metrics
+    from p4q_export.p4q.trainer import run_for_seed_key
+
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["model"]["weights_sha256"]
+    manifest["model"]["weights_sha256"] = "0" * 64
+    (out / "run.json").write_text(json.dumps(manifest))
+    recipe = load_recipe(REPO / W8A8, [f"model={testbed_model}", "epochs=4", "calib_images=256", "eval_limit=1000",
+                                       "cache_features=false", "threads=1", "shots=16", "seed=1"], TrainRecipe)
+    assert finished_run_metrics(out, recipe, [1], run_for_seed_key) is None
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["model_sha256"] and state["model_sha256"] != "0" * 64
+    state["model_sha256"] = "0" * 64
+    torch.save(state, out / "checkpoint.pt")
+    proc = subprocess.run([sys.executable, "-m", "p4q_export.cli", *short_args(testbed_model, out)],
+                          capture_output=True, text=True, check=False, cwd=REPO, env=env(), timeout=600)
+    assert proc.returncode == 2 and "trained from other weights" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "p4q_export.cli", *short_args(testbed_model, out)]

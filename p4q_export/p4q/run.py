@@ -20,7 +20,7 @@ from ..config import TrainRecipe, build_recipe
 from ..errors import UserError
 from .adapter import QAdapter, feature_dim
 from .checkpoint import CHECKPOINT, load_checkpoint
-from .outputs import METRICS, RUN_KIND, RUN_MANIFEST
+from .outputs import METRICS, RUN_KIND, RUN_MANIFEST, same_weights_as_recorded
 from .prompt_learner import PromptLearner, class_embeddings
 
 
@@ -101,7 +101,10 @@ def finished_run_metrics(out: Path, recipe: TrainRecipe, seeds: list[int], run_k
             return None
         for seed in seeds:
             run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
-            _verify_files(run_dir, _read_json(run_dir / RUN_MANIFEST, "run manifest"))
+            manifest = _read_json(run_dir / RUN_MANIFEST, "run manifest")
+            _verify_files(run_dir, manifest)
+            if not same_weights_as_recorded(manifest.get("model") or {}):
+                return None
             state = load_checkpoint(run_dir / CHECKPOINT)
             if not state.get("done") or state.get("run_key") != run_key(recipe, seed):
                 return None

@@ -54,7 +54,14 @@ from .features import (
     eval_features,
 )
 from .losses import DISTILL_FORMS, p4q_loss
-from .outputs import METRICS, RUN_KIND, RUN_MANIFEST, aggregate, write_seed_outputs
+from .outputs import (
+    METRICS,
+    RUN_KIND,
+    RUN_MANIFEST,
+    aggregate,
+    model_reference,
+    write_seed_outputs,
+)
 from .prompt_learner import PromptLearner, class_embeddings
 from .schedule import adapter_lr, epoch_order, make_optimizers, prompt_lr
 
@@ -295,12 +302,17 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
     opts = make_optimizers(recipe, learner)
     ckpt_path = run_dir / CHECKPOINT
     key = run_for_seed_key(recipe, seed)
+    weights_sha256 = model_reference(prep.loaded).get("weights_sha256")  # the run key names the model, not its weights
     history: list = []
     start_epoch = 0
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         if state.get("run_key") != key:
             raise UserError(f"{run_dir} holds a run of a different recipe or seed; use another --out or --force")
+        trained_on = state.get("model_sha256")
+        if trained_on and weights_sha256 and trained_on != weights_sha256:
+            raise UserError(f"{run_dir} was trained from other weights of {recipe.model} (SHA-256 {trained_on[:12]}, "
+                            f"now {weights_sha256[:12]}); use another --out or --force")
         learner.prompt_learner.load_state_dict(state["prompt_learner"])
         if learner.adapter is not None:
             learner.adapter.load_state_dict(state["adapter"])
@@ -364,6 +376,7 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
             if dist.is_main:
                 state = training_state(recipe, seed, epoch + 1, learner, opts, history, done)
                 state["run_key"] = key
+                state["model_sha256"] = weights_sha256
                 state["classnames"] = list(prep.classnames)
                 if done and prep.quantized:
                     from ..quant import quant_state_dict
