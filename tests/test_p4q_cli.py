@@ -101,7 +101,6 @@ def test_rerunning_a_finished_run_keeps_it(testbed_model, reference, tmp_path):
 
     from p4q_export.config import TrainRecipe, load_recipe
     from p4q_export.p4q.run import finished_run_metrics
-    from p4q_export.p4q.trainer import run_for_seed_key
 
     out = tmp_path / "run"
     shutil.copytree(reference[0], out)
@@ -117,12 +116,12 @@ def test_rerunning_a_finished_run_keeps_it(testbed_model, reference, tmp_path):
     overrides = [f"model={testbed_model}", "epochs=4", "calib_images=256", "eval_limit=1000",
                  "cache_features=false", "threads=1", "shots=16", "seed=1"]
     recipe = load_recipe(REPO / W8A8, overrides, TrainRecipe)
-    assert finished_run_metrics(out, recipe, [1], run_for_seed_key) == stored
+    assert finished_run_metrics(out, recipe, [1]) == stored
     other = load_recipe(REPO / W8A8, [*overrides, "eval_limit=500"], TrainRecipe)
-    assert finished_run_metrics(out, other, [1], run_for_seed_key) is None
+    assert finished_run_metrics(out, other, [1]) is None
     with open(out / "checkpoint.pt", "ab") as f:
         f.write(b"x")
-    assert finished_run_metrics(out, recipe, [1], run_for_seed_key) is None
+    assert finished_run_metrics(out, recipe, [1]) is None
 
 
 def test_a_run_is_not_resumed_on_other_weights(testbed_model, reference, tmp_path):
@@ -132,7 +131,6 @@ def test_a_run_is_not_resumed_on_other_weights(testbed_model, reference, tmp_pat
 
     from p4q_export.config import TrainRecipe, load_recipe
     from p4q_export.p4q.run import finished_run_metrics
-    from p4q_export.p4q.trainer import run_for_seed_key
 
     out = tmp_path / "run"
     shutil.copytree(reference[0], out)
@@ -142,7 +140,7 @@ def test_a_run_is_not_resumed_on_other_weights(testbed_model, reference, tmp_pat
     (out / "run.json").write_text(json.dumps(manifest))
     recipe = load_recipe(REPO / W8A8, [f"model={testbed_model}", "epochs=4", "calib_images=256", "eval_limit=1000",
                                        "cache_features=false", "threads=1", "shots=16", "seed=1"], TrainRecipe)
-    assert finished_run_metrics(out, recipe, [1], run_for_seed_key) is None
+    assert finished_run_metrics(out, recipe, [1]) is None
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["model_sha256"] and state["model_sha256"] != "0" * 64
     state["model_sha256"] = "0" * 64

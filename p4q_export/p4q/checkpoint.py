@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,18 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "p4q-export/checkpoint-1"
+# keys that change how a run is scheduled or scored, not what it learns: a resume may differ in them
+RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
+
+
+def run_for_seed_key(recipe: TrainRecipe, seed: int) -> str:
+    """Identity of a run, stored in its checkpoint: the recipe without its seed bookkeeping, plus
+    this seed."""
+    d = recipe_dict(recipe)
+    for name in RUN_NEUTRAL_KEYS:
+        d.pop(name, None)
+    d["seed"] = int(seed)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -19,6 +19,15 @@ METRICS = "metrics.json"
 RUN_KIND = "p4q-export/run"
 
 
+def seed_run_dir(out: Path, seed: int, seeds: list[int]) -> Path:
+    """Where a seed's run lives: OUT itself for a single seed, OUT/seed-S/ for each of several."""
+    return out if len(seeds) == 1 else out / seed_run_name(seed)
+
+
+def seed_run_name(seed: int) -> str:
+    return f"seed-{seed}"
+
+
 def weights_file(path: Path) -> Path:
     """The weights of a local model: the file itself, or an open_clip directory's weights file."""
     return path / "open_clip_pytorch_model.bin" if path.is_dir() else path
@@ -76,7 +85,7 @@ def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, second
         "format": 1,
         "method": recipe.method,
         "seed": result.seed,
-        "model": model_reference(prep.loaded),
+        "model": prep.model_ref,
         "recipe": recipe_dict(recipe),
         "profile": prep.profile.as_dict() if prep.profile is not None else None,
         "quantize_text": bool(recipe.quantize_text) if prep.quantized else False,
@@ -109,7 +118,7 @@ def aggregate(prep: Prepared, per_seed: dict[int, dict], seconds: float) -> dict
         "eval_split": prep.recipe.eval_split,
         "seconds": round(seconds, 3),
         "seeds": [int(s) for s in per_seed],
-        "seed_runs": {str(s): f"seed-{s}" for s in per_seed},
+        "seed_runs": {str(s): seed_run_name(s) for s in per_seed},
         "recipe": recipe_dict(prep.recipe),
         "versions": versions(),
     }

@@ -19,8 +19,14 @@ from torch import nn
 from ..config import TrainRecipe, build_recipe
 from ..errors import UserError
 from .adapter import QAdapter, feature_dim
-from .checkpoint import CHECKPOINT, load_checkpoint
-from .outputs import METRICS, RUN_KIND, RUN_MANIFEST, same_weights_as_recorded
+from .checkpoint import CHECKPOINT, load_checkpoint, run_for_seed_key
+from .outputs import (
+    METRICS,
+    RUN_KIND,
+    RUN_MANIFEST,
+    same_weights_as_recorded,
+    seed_run_dir,
+)
 from .prompt_learner import PromptLearner, class_embeddings
 
 
@@ -90,7 +96,7 @@ def _verify_files(run_dir: Path, manifest: dict) -> None:
             raise UserError(f"run {run_dir} is damaged: {name} does not match its SHA-256 in {RUN_MANIFEST}")
 
 
-def finished_run_metrics(out: Path, recipe: TrainRecipe, seeds: list[int], run_key) -> dict | None:
+def finished_run_metrics(out: Path, recipe: TrainRecipe, seeds: list[int]) -> dict | None:
     """The stored metrics when `out` already holds this exact run, finished and intact (every seed's
     checkpoint done, every file matching its hash); else None, and `train` trains or resumes."""
     from ..config import recipe_dict
@@ -100,13 +106,13 @@ def finished_run_metrics(out: Path, recipe: TrainRecipe, seeds: list[int], run_k
         if metrics.get("recipe") != recipe_dict(recipe) or sorted(metrics.get("seeds") or []) != sorted(seeds):
             return None
         for seed in seeds:
-            run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
+            run_dir = seed_run_dir(out, seed, seeds)
             manifest = _read_json(run_dir / RUN_MANIFEST, "run manifest")
             _verify_files(run_dir, manifest)
             if not same_weights_as_recorded(manifest.get("model") or {}):
                 return None
             state = load_checkpoint(run_dir / CHECKPOINT)
-            if not state.get("done") or state.get("run_key") != run_key(recipe, seed):
+            if not state.get("done") or state.get("run_key") != run_for_seed_key(recipe, seed):
                 return None
     except UserError:  # missing or damaged: training resumes from what is intact and rewrites the rest
         return None

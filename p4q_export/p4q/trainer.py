@@ -19,8 +19,6 @@ checkpoints), outputs.py (RUN/metrics.json and RUN/run.json), and bench/cache_sp
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -33,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainRecipe, recipe_dict
+from ..config import TrainRecipe
 from ..data.samplers import eval_subset_indices
 from ..errors import UserError
 from ..progress import log, progress_iter
@@ -41,6 +39,7 @@ from .adapter import QAdapter, feature_dim
 from .checkpoint import (
     CHECKPOINT,
     load_checkpoint,
+    run_for_seed_key,
     save_checkpoint,
     set_np_rng_state,
     training_state,
@@ -60,14 +59,14 @@ from .outputs import (
     RUN_MANIFEST,
     aggregate,
     model_reference,
+    seed_run_dir,
+    seed_run_name,
     write_seed_outputs,
 )
 from .prompt_learner import PromptLearner, class_embeddings
 from .schedule import adapter_lr, epoch_order, make_optimizers, prompt_lr
 
 METHODS = ("p4q", "coop")
-# keys that change how a run is scheduled or scored, not what it learns: a resume may differ in them
-RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
 
 
 # --- setup shared by every seed ---------------------------------------------------------------
@@ -88,6 +87,7 @@ class Prepared:
     train_ds: object  # ImageDataset (full train split; few-shot subsets are drawn per seed)
     teacher_text: torch.Tensor | None  # [C, D] FP zero-shot classifier (p4q only)
     eval: EvalFeatures | None  # rank 0 only
+    model_ref: dict = field(default_factory=dict)  # model_reference(loaded): hashing the weights once per run
     zero_shot: dict = field(default_factory=dict)  # fp_zeroshot / ptq_zeroshot accuracies
     zero_shot_top5: dict = field(default_factory=dict)
 
@@ -180,7 +180,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     prepared = Prepared(
         recipe=recipe, loaded=loaded, model=model, quantized=quantized, profile=profile,
         ptq_info=dict(info or {}), classnames=classnames, train_ds=train_ds,
-        teacher_text=fp_text if quantized else None, eval=None,
+        teacher_text=fp_text if quantized else None, eval=None, model_ref=model_reference(loaded),
     )
     if evaluate and dist.is_main:
         test_ds = load_dataset(recipe.data, recipe.eval_split)
@@ -275,15 +275,6 @@ class SeedResult:
     epoch_seconds: list = field(default_factory=list)  # wall time of each epoch trained here
 
 
-def run_for_seed_key(recipe: TrainRecipe, seed: int) -> str:
-    """Identity of a run: the recipe without its seed bookkeeping, plus this seed."""
-    d = recipe_dict(recipe)
-    for name in RUN_NEUTRAL_KEYS:
-        d.pop(name, None)
-    d["seed"] = int(seed)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
-
-
 def few_shot_data(prep: Prepared, seed: int) -> tuple[ImageSource, torch.Tensor]:
     from ..data import few_shot_indices
 
@@ -302,7 +293,7 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
     opts = make_optimizers(recipe, learner)
     ckpt_path = run_dir / CHECKPOINT
     key = run_for_seed_key(recipe, seed)
-    weights_sha256 = model_reference(prep.loaded).get("weights_sha256")  # the run key names the model, not its weights
+    weights_sha256 = prep.model_ref.get("weights_sha256")  # the run key names the model, not its weights
     history: list = []
     start_epoch = 0
     if resume and ckpt_path.is_file():
@@ -435,11 +426,11 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | Non
         for name in (CHECKPOINT, METRICS, RUN_MANIFEST):
             (out / name).unlink(missing_ok=True)
         for s in seeds:
-            shutil.rmtree(out / f"seed-{s}", ignore_errors=True)
+            shutil.rmtree(out / seed_run_name(s), ignore_errors=True)
     if not force:
         from .run import finished_run_metrics
 
-        done = finished_run_metrics(out, recipe, seeds, run_for_seed_key)
+        done = finished_run_metrics(out, recipe, seeds)
         if done is not None:  # rerunning a finished command is cheap: no PTQ, no evaluation
             log(f"{out} already holds this run, finished; its metrics stand (--force retrains)")
             return done if dist.is_main else None
@@ -450,7 +441,7 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | Non
     calib = prep.ptq_info.get("calibration_list")
     per_seed: dict[int, dict] = {}
     for seed in seeds:
-        run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
+        run_dir = seed_run_dir(out, seed, seeds)
         t_seed = time.perf_counter()
         result = train_seed(prep, seed, run_dir, dist)
         if dist.is_main:

@@ -51,9 +51,8 @@ def open_runner(bundle, backend: str, **opts) -> Runner:
         return OrtRunner(b, exact=backend == "ort-exact", **opts)
     if backend == "trt":
         try:
-            from .trt_runner import (
-                TrtRunner,  # another module's job; absent where TensorRT is not supported
-            )
+            # another module's job; absent where TensorRT is not supported
+            from .trt_runner import TrtRunner
         except ImportError as exc:
             raise UserError(f"TensorRT is not available on this machine ({exc}); use --backend ort") from None
         return TrtRunner(b, **opts)
