@@ -13,6 +13,12 @@ import typer
 from .commands import _common
 from .errors import CheckFailed, UserError
 
+try:
+    # recent typer vendors click as typer._click and raises its ClickException (no public alias)
+    from typer._click import ClickException
+except ImportError:  # older typer raises the click package's
+    from click import ClickException
+
 app = typer.Typer(
     name="p4q-export",
     help="P4Q for CLIP: quantize, recover accuracy with learned prompts + a low-bit adapter, "
@@ -61,6 +67,10 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         app(standalone_mode=False)
+    except ClickException as exc:
+        # usage errors (exit 2) and other click errors: the usage line and message, no traceback
+        exc.show()
+        sys.exit(exc.exit_code)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -75,13 +85,6 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

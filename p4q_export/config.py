@@ -86,6 +86,7 @@ class TrainRecipe:
     eval_split: str = "test"
     eval_limit: int = 0  # 0 = whole split; else a fixed sample of this many images
     threads: int = 0
+    amp: bool = False  # bf16 autocast for the frozen FP forwards (teacher, FP features); never the quantized student
 
 
 RECIPE_KINDS: dict[str, type] = {"pretrain": PretrainRecipe, "train": TrainRecipe}

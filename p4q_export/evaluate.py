@@ -3,14 +3,16 @@ exported BUNDLE. One entry point so the CLI stays a thin shell."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .data import load_dataset, parse_spec, preprocess_dataset, templates_for
+from .data import image_batches, load_dataset, parse_spec, templates_for
 from .data.samplers import eval_subset
 from .deploy.bundle import MANIFEST, ONNX_FILE
+from .devices import describe_device, peak_gpu_memory_mb, resolve_device
 from .errors import UserError
 from .models import load_model
 from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
@@ -29,6 +31,10 @@ class EvalRequest:
     calib_seed: int = 0
     act_observer: str | None = None
     weight_observer: str | None = None
+    device: str = "auto"  # models and runs (torch); a bundle's backend picks its own
+    workers: int | None = None  # image-decoding processes (None: one per core, up to 8)
+    amp: bool = False  # bf16 autocast for an FP model's forward (never for the quantized one)
+    batch_size: int = 500
 
 
 def _is_bundle(path: Path) -> bool:
@@ -43,20 +49,30 @@ def evaluate(req: EvalRequest) -> dict:
     if _is_bundle(target):
         from .runtime.validate import evaluate_bundle
 
-        return evaluate_bundle(target, req.data, backend=req.backend or "ort-exact", limit=req.limit or None)
+        return evaluate_bundle(target, req.data, backend=req.backend or "ort-exact", limit=req.limit or None, workers=req.workers)
     from .p4q.run import is_run_dir
 
+    device = resolve_device(req.device)
+    if req.amp and req.quant:
+        raise UserError("--amp applies to the FP model only; the quantized reference stays FP32")
+    started = time.perf_counter()
     if target.is_dir() and is_run_dir(target):
-        return _evaluate_run(target, req)
-    if req.backend not in (None, "torch"):
-        raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
-    return _evaluate_model(req)
+        out = _evaluate_run(target, req, device)
+    else:
+        if req.backend not in (None, "torch"):
+            raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
+        out = _evaluate_model(req, device)
+    seconds = out.pop("_encode_seconds")
+    out.update({"device": describe_device(device), "amp": bool(req.amp), "seconds": round(time.perf_counter() - started, 2),
+                "images_per_s": round(out["n"] / seconds, 1) if seconds > 0 else None,
+                "peak_gpu_mem_mb": peak_gpu_memory_mb(device)})
+    return out
 
 
-def _evaluate_model(req: EvalRequest) -> dict:
+def _evaluate_model(req: EvalRequest, device: torch.device) -> dict:
     if not req.data:
         raise UserError("eval of a model needs --data SPEC")
-    loaded = load_model(req.target)
+    loaded = load_model(req.target, device=str(device))
     test = eval_subset(load_dataset(req.data, split="test"), req.limit)
     model = loaded.model
     mode = "fp_zeroshot"
@@ -68,26 +84,33 @@ def _evaluate_model(req: EvalRequest) -> dict:
         profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
         calib = load_dataset(req.data, split="train")
         model, info = build_ptq_model(
-            loaded, profile, req.quantize_text, calib, n_calib=req.calib_images, seed=req.calib_seed
+            loaded, profile, req.quantize_text, calib, n_calib=req.calib_images, seed=req.calib_seed, workers=req.workers
         )
         mode = "ptq_zeroshot"
     elif req.bits or req.act_observer or req.weight_observer:
         raise UserError("--bits and the observers need --quant PROFILE")
-    classifier = zero_shot_classifier(model, loaded.tokenizer, test.classnames, templates_for(test.name))
-    feats = encode_images(model, preprocess_dataset(test, loaded.preprocess), desc=f"eval {test.name}")
+    classifier = zero_shot_classifier(model, loaded.tokenizer, test.classnames, templates_for(test.name), amp=req.amp)
+    t0 = time.perf_counter()
+    batches = image_batches(test, loaded.preprocess, req.batch_size, device, workers=req.workers)
+    feats = encode_images(model, batches, desc=f"eval {test.name}", amp=req.amp)
     acc = topk_accuracy(feats @ classifier.T, torch.from_numpy(test.labels))
-    out = {**acc.as_dict(), "backend": "torch", "mode": mode, "target": req.target, "data": req.data}
+    out = {**acc.as_dict(), "backend": "torch", "mode": mode, "target": req.target, "data": req.data,
+           "_encode_seconds": time.perf_counter() - t0}
     if info:
         out["quantization"] = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, dict, list))}
     return out
 
 
-def _evaluate_run(run_dir: Path, req: EvalRequest) -> dict:
+def _evaluate_run(run_dir: Path, req: EvalRequest, device: torch.device) -> dict:
     from .p4q.run import load_run
 
-    run = load_run(run_dir)
+    if req.amp:
+        raise UserError("--amp applies to an FP model only; a run's quantized reference stays FP32")
+    run = load_run(run_dir, device=device)
     data = req.data or run.recipe.data
     test = eval_subset(load_dataset(data, split="test"), req.limit)
-    images = preprocess_dataset(test, run.loaded.preprocess)
-    acc = topk_accuracy(run.logits(images), torch.from_numpy(test.labels))
-    return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data}
+    t0 = time.perf_counter()
+    logits = run.logits(image_batches(test, run.loaded.preprocess, req.batch_size, device, workers=req.workers))
+    acc = topk_accuracy(logits, torch.from_numpy(test.labels))
+    return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data,
+            "_encode_seconds": time.perf_counter() - t0}

@@ -10,21 +10,22 @@ from ..manifest import write_json_atomic
 BASELINES = (("ort", "fp32", "× vs ORT FP32"), ("torch", "fp32", "× vs eager"))
 
 
-def _p50(results: list, backend: str, precision: str, batch: int) -> float | None:
+def _p50(results: list, backend: str, precision: str, batch: int, ran_on: str | None = None) -> float | None:
     for r in results:
-        if r["backend"] == backend and r["precision"] == precision and r["batch"] == batch:
+        if r["backend"] == backend and r["precision"] == precision and r["batch"] == batch and r.get("ran_on") == ran_on:
             return r["p50_ms"]
     return None
 
 
 def speedups(report: dict) -> list[dict]:
-    """Each result with p50 ratios against ORT FP32 and PyTorch eager at the same batch
-    (>1 = faster than the baseline); None where the baseline was not measured."""
+    """Each result with p50 ratios against ORT FP32 and PyTorch eager at the same batch on the
+    same processor (>1 = faster than the baseline): a GPU row is not credited with a speed-up
+    over a CPU row. None where that baseline was not measured."""
     rows = []
     for r in report["results"]:
         row = dict(r)
         for backend, precision, label in BASELINES:
-            base = _p50(report["results"], backend, precision, r["batch"])
+            base = _p50(report["results"], backend, precision, r["batch"], r.get("ran_on"))
             row[label] = round(base / r["p50_ms"], 2) if base and r["p50_ms"] > 0 else None
         rows.append(row)
     return rows
@@ -36,6 +37,7 @@ def markdown_table(report: dict) -> str:
     head = ["backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", BASELINES[0][2], BASELINES[1][2]]
     if power:
         head += ["W", "img/J"]
+    head.append("ran on")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fmt = lambda v, spec: "–" if v is None else format(v, spec)
     for r in rows:
@@ -44,17 +46,36 @@ def markdown_table(report: dict) -> str:
                  fmt(r[BASELINES[1][2]], ".2f")]
         if power:
             cells += [fmt(r.get("power_w"), ".2f"), fmt(r.get("images_per_joule"), ".2f")]
+        cells.append(r.get("ran_on") or "–")
         lines.append("| " + " | ".join(cells) + " |")
     title = f"Bench on {report['device']}"
     cpu = (report.get("machine") or {}).get("cpu") or {}
     if cpu:
         title += f" ({cpu.get('model')}, {cpu.get('available_cores')} cores, VNNI {'yes' if cpu.get('vnni') else 'no'})"
+    gpu = (report.get("machine") or {}).get("gpu") or {}
+    if gpu.get("name"):
+        title += f" + {gpu['name']}"
     if report.get("host"):
         title += f" via {report['host']}"
-    out = [f"### {title}", "", *lines]
+    out = [f"### {title}", "", *lines, *timing_notes(report)]
     for s in report.get("skipped", []):
         out.append(f"\nskipped {s['backend']}/{s['precision']}: {s['reason']}")
     return "\n".join(out) + "\n"
+
+
+def timing_notes(report: dict) -> list[str]:
+    """How the rows were timed, said once under the table (GPU timing has two honest variants)."""
+    rows = report.get("results", [])
+    notes = []
+    if any(r.get("timer") == "cuda-events" for r in rows):
+        copy = ("host→device copy of the images and device→host copy of the logits included"
+                if any(r.get("includes_copy") for r in rows if r.get("timer") == "cuda-events")
+                else "input already on the GPU, host↔device copies not timed")
+        notes.append(f"\ntorch rows on the GPU: CUDA events around each iteration after {report.get('warmup')} warm-up "
+                     f"iterations; {copy}; FP32 with TF32 off.")
+    if any(r["backend"] == "trt" for r in rows):
+        notes.append("\ntrt rows: wall time of a host-synchronous call, host↔device copies included.")
+    return notes
 
 
 def accuracy_items(accuracy) -> list[tuple[str, float]]:
@@ -86,8 +107,10 @@ def plot(report: dict, path: Path) -> Path:
                              gridspec_kw={"width_ratios": [2, 1]} if acc else None)
     ax = axes[0][0]
     series: dict = {}
+    mixed = len({r.get("ran_on") for r in report["results"]}) > 1
     for r in report["results"]:
-        series.setdefault(f"{r['backend']} {r['precision']}", []).append((r["batch"], r["p50_ms"]))
+        where = f" @{(r.get('ran_on') or '?').split(' ')[0]}" if mixed else ""
+        series.setdefault(f"{r['backend']} {r['precision']}{where}", []).append((r["batch"], r["p50_ms"]))
     for label, pts in series.items():
         pts.sort()
         ax.plot([b for b, _ in pts], [t for _, t in pts], marker="o", label=label)

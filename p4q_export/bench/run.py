@@ -1,12 +1,15 @@
 """Benchmark a bundle on this machine: every backend/precision available here, each batch size,
-warm-up then timed iterations; machine facts; tegrastats power on a Jetson; report files."""
+warm-up then timed iterations; machine facts; tegrastats power on a Jetson; report files.
+
+Every row says where it ran (`ran_on`: "cpu" or "cuda:0 (NAME)"). On `--device cuda` the torch
+rows run on the GPU (FP32 with TF32 off, FP16, BF16; CUDA-event timing) next to TensorRT where it
+is installed; ONNX Runtime here has only its CPU provider, so its rows are opt-in there."""
 
 from __future__ import annotations
 
 import logging
 import os
 import platform
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,16 +17,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..progress import log as say
 from . import jetson
-from .timing import time_callable
+from .timing import Timing, time_callable, time_cuda_events
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda", "jetson")
-# (backend, precision) in report order; the contract's names.
-CPU_BACKENDS = [("torch", "fp32"), ("torch", "int8"), ("ort", "fp32"), ("ort", "int8"), ("ort-exact", "int8")]
+# (backend, precision) in report order; the contract's names (plus bf16).
+TORCH_BACKENDS = [("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16"), ("torch", "int8")]
+ORT_BACKENDS = [("ort", "fp32"), ("ort", "int8"), ("ort-exact", "int8")]
+CPU_BACKENDS = TORCH_BACKENDS + ORT_BACKENDS
 GPU_BACKENDS = [("trt", "fp16"), ("trt", "int8")]
-DEFAULT_SKIP = {("torch", "int8")}  # the fake-quant reference is slow and not a deployment target: opt-in
+# The fake-quant reference is slow and not a deployment target; half precision on a CPU is not a
+# deployment target either: opt-in with --backends.
+DEFAULT_SKIP = {("torch", "int8")}
+CPU_OPT_IN = {("torch", "fp16"), ("torch", "bf16")}
+CPU_ONLY = ("ort", "ort-exact")  # onnxruntime is used with CPUExecutionProvider only
 
 
 @dataclass
@@ -37,6 +47,9 @@ class BenchRequest:
     threads: int | None = None
     build_engines: bool = True
     tegrastats_interval_ms: int = 100
+    # torch rows on a GPU: False times the forward pass on an input already on the GPU; True also
+    # times the host→device copy of the images and the device→host copy of the logits.
+    include_copy: bool = False
 
 
 def parse_batches(text: str) -> list[int]:
@@ -106,26 +119,66 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def check_device(device: str) -> None:
+def check_device(device: str):
+    """The torch.device the torch rows run on: CPU for cpu and jetson, the GPU for cuda (None when
+    only TensorRT sees the GPU: a CPU-only PyTorch build). No GPU for cuda is bad input."""
+    import torch
+
     if device not in DEVICES:
         raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "jetson" and not jetson.is_jetson():
         raise UserError("--device jetson: this machine is not a Jetson (no /etc/nv_tegra_release); "
                         "run on the Jetson or add --host USER@JETSON")
-    if device == "cuda":
+    if device != "cuda":
+        return torch.device("cpu")
+    from ..devices import resolve_device
+
+    try:
+        return resolve_device("cuda")
+    except UserError as exc:
         from ..runtime.trt_engine import gpu_info
 
-        gpu_info()  # UserError when no GPU is visible
+        try:
+            gpu_info()  # cuda-python may see a GPU that this PyTorch build cannot use
+        except UserError:
+            raise UserError(f"{exc}, or bench a GPU machine with --host USER@HOST") from None
+        return None
+
+
+def ran_on(backend: str, torch_device) -> str:
+    """Where a row's arithmetic ran: what the `ran_on` key of every bench row records."""
+    from ..devices import describe_device
+
+    if backend == "torch" and torch_device is not None:
+        return describe_device(torch_device)
+    if backend != "trt":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return describe_device(torch.device("cuda"))
+    from ..runtime.trt_engine import gpu_info
+
+    try:
+        return f"cuda:0 ({gpu_info().name})"
+    except UserError:
+        return "cuda"
 
 
 # ----------------------------------------------------------------------------- runners
 
-def _open(bundle, backend: str, precision: str, threads: int | None) -> Callable:
+def _open(bundle, backend: str, precision: str, threads: int | None, torch_device=None) -> Callable:
     from ..runtime.base import open_runner
 
     opts: dict = {"precision": precision}
     if backend in ("ort", "ort-exact") and threads:
         opts["threads"] = threads
+    if backend == "torch":
+        if torch_device is None:
+            import torch
+
+            raise UserError(f"this PyTorch build ({torch.__version__}) has no CUDA: its rows would run on the CPU")
+        opts["device"] = torch_device
     return open_runner(bundle, backend, **opts)
 
 
@@ -142,11 +195,25 @@ def _ensure_engine(bundle, precision: str) -> None:
         trt_engine.build_engine(bundle.path, options)
 
 
-def candidate_backends(device: str, chosen: list | None) -> list[tuple[str, str]]:
+def plan_backends(device: str, chosen: list | None) -> tuple[list[tuple[str, str]], list[dict]]:
+    """The (backend, precision) pairs to time in report order, and those left out with a reason.
+    On cuda the CPU-only ORT rows are left out unless asked for (then they run, labelled cpu)."""
     pairs = CPU_BACKENDS + (GPU_BACKENDS if device in ("cuda", "jetson") else [])
-    if chosen is None:
-        return [p for p in pairs if p not in DEFAULT_SKIP]
-    return [p for p in pairs if f"{p[0]}/{p[1]}" in chosen]
+    if chosen is not None:
+        return [p for p in pairs if f"{p[0]}/{p[1]}" in chosen], []
+    opt_in = set(DEFAULT_SKIP)
+    left_out = []
+    if device == "cuda":
+        left_out = [p for p in pairs if p[0] in CPU_ONLY]
+    else:
+        opt_in |= CPU_OPT_IN
+    skipped = [{"backend": b, "precision": p, "reason": f"CPU only (ONNX Runtime's CPU provider), not a GPU number: "
+                f"ask for it with --backends {b}/{p} to time it on this machine's CPU"} for b, p in left_out]
+    return [p for p in pairs if p not in opt_in and p not in left_out], skipped
+
+
+def candidate_backends(device: str, chosen: list | None) -> list[tuple[str, str]]:
+    return plan_backends(device, chosen)[0]
 
 
 def random_inputs(bundle, batch: int, seed: int = 0) -> np.ndarray:
@@ -163,7 +230,7 @@ def random_inputs(bundle, batch: int, seed: int = 0) -> np.ndarray:
 def run_bench(req: BenchRequest) -> dict:
     from ..deploy.bundle import load_bundle
 
-    check_device(req.device)
+    torch_device = check_device(req.device)
     if req.iterations < 1 or req.warmup < 0:
         raise UserError("--iterations must be >= 1 and --warmup >= 0")
     bundle = load_bundle(req.bundle)
@@ -175,21 +242,29 @@ def run_bench(req: BenchRequest) -> dict:
             sampler = TegrastatsSampler(req.tegrastats_interval_ms).__enter__()
         else:
             log.warning("tegrastats not found: no power numbers")
-    results, skipped = [], []
+    pairs, skipped = plan_backends(req.device, req.backends)
+    results = []
     try:
-        for backend, precision in candidate_backends(req.device, req.backends):
+        for backend, precision in pairs:
             try:
                 if backend == "trt" and req.build_engines:
                     _ensure_engine(bundle, precision)
-                runner = _open(bundle, backend, precision, req.threads)
+                runner = _open(bundle, backend, precision, req.threads, torch_device)
             except (UserError, ImportError, TypeError, NotImplementedError) as exc:
                 skipped.append({"backend": backend, "precision": precision, "reason": str(exc).splitlines()[0]})
                 log.warning("skipping %s/%s: %s", backend, precision, exc)
                 continue
+            where = ran_on(backend, torch_device)
             for batch in req.batches:
-                print(f"bench {backend}/{precision} batch {batch} ...", file=sys.stderr, flush=True)
-                timing = time_callable(runner, random_inputs(bundle, batch), req.iterations, req.warmup)
-                row = {"backend": backend, "precision": precision, **timing.as_result()}
+                say(f"bench {backend}/{precision} batch {batch} on {where} ...")
+                try:
+                    row, timing = _time_row(runner, backend, precision, bundle, batch, req, torch_device)
+                except _oom_errors() as exc:  # a batch too big for this GPU: report it, go on
+                    skipped.append({"backend": backend, "precision": precision, "batch": batch,
+                                    "reason": f"out of GPU memory ({str(exc).splitlines()[0][:120]})"})
+                    _release_gpu_memory()
+                    continue
+                row["ran_on"] = where
                 if sampler is not None:
                     row.update(_power(sampler, timing))
                 results.append(row)
@@ -197,6 +272,7 @@ def run_bench(req: BenchRequest) -> dict:
             if callable(close):
                 close()
             del runner
+            _release_gpu_memory()
     finally:
         if sampler is not None:
             sampler.__exit__(None, None, None)
@@ -212,6 +288,44 @@ def run_bench(req: BenchRequest) -> dict:
         "accuracy": bundle.manifest.get("accuracy"),
         "machine": machine_info(req.device),
     }
+
+
+def _time_row(runner, backend: str, precision: str, bundle, batch: int, req: BenchRequest, torch_device) -> tuple[dict, Timing]:
+    """One result row. Torch on a GPU: CUDA events, the input pre-allocated on the GPU unless
+    req.include_copy. Everything else: perf_counter around a host-synchronous call (TensorRT's
+    runner copies inputs and outputs between host and GPU inside that call)."""
+    images = random_inputs(bundle, batch)
+    extra: dict = {"timer": "perf_counter"}
+    if backend == "torch" and torch_device is not None and torch_device.type == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(torch_device)
+        if req.include_copy:
+            timing = time_cuda_events(runner, images, req.iterations, req.warmup)
+        else:
+            timing = time_cuda_events(runner.forward, runner.to_device(images), req.iterations, req.warmup)
+        from ..devices import peak_gpu_memory_mb
+
+        extra = {"timer": "cuda-events", "includes_copy": bool(req.include_copy),
+                 "peak_gpu_mb": peak_gpu_memory_mb(torch_device)}
+    else:
+        timing = time_callable(runner, images, req.iterations, req.warmup)
+        if backend == "trt":
+            extra["includes_copy"] = True
+    return {"backend": backend, "precision": precision, **timing.as_result(), **extra}, timing
+
+
+def _oom_errors() -> tuple:
+    import torch
+
+    return (torch.cuda.OutOfMemoryError,)
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _power(sampler, timing) -> dict:

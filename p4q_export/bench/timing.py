@@ -1,10 +1,13 @@
-"""Warm-up, then timed iterations of one callable; latency percentiles and throughput."""
+"""Warm-up, then timed iterations of one callable; latency percentiles and throughput.
+`time_callable` times host-synchronous calls with perf_counter; `time_cuda_events` times GPU work
+with a pair of CUDA events per iteration."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,4 +57,31 @@ def time_callable(fn: Callable[[np.ndarray], object], inputs: np.ndarray, iterat
         fn(inputs)
         latencies.append((time.perf_counter() - t0) * 1000.0)
     seconds = time.perf_counter() - t_start
+    return summarize(latencies, batch=int(inputs.shape[0]), seconds=seconds, start=start, end=time.monotonic())
+
+
+def time_cuda_events(fn: Callable[[Any], object], inputs: Any, iterations: int = 20, warmup: int = 3) -> Timing:
+    """Call fn(inputs) `warmup` times untimed (cuBLAS/cuDNN heuristics, the caching allocator,
+    lazy module init), then `iterations` times, each between two CUDA events recorded on the
+    current stream and synchronized on the end event, so a latency is the GPU time of one call
+    (kernel launches are asynchronous: perf_counter alone would time the launch, not the work).
+    `inputs` (numpy or a device tensor) is what fn gets; whether a host→device copy is timed
+    depends on which of the two the caller passes. Throughput is over the wall time of the window."""
+    import torch
+
+    if iterations < 1:
+        raise ValueError("iterations must be >= 1")
+    for _ in range(max(0, warmup)):
+        fn(inputs)
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iterations)]
+    start = time.monotonic()
+    t_start = time.perf_counter()
+    for begin, end in events:
+        begin.record()
+        fn(inputs)
+        end.record()
+        end.synchronize()
+    seconds = time.perf_counter() - t_start
+    latencies = [begin.elapsed_time(end) for begin, end in events]  # milliseconds
     return summarize(latencies, batch=int(inputs.shape[0]), seconds=seconds, start=start, end=time.monotonic())

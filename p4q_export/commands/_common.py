@@ -12,6 +12,10 @@ import typer
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout (logs go to stderr).")]
 DataOpt = Annotated[str | None, typer.Option("--data", help="Dataset SPEC: fashion-mnist[:DIR], mnist, digits, imagefolder:DIR, coop:DIR.")]
 
+DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: auto (CUDA when there is a GPU), cpu, cuda or cuda:N.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=0, help="Processes decoding image files (default: one per core, up to 8; 0 = in this process).")]
+AmpOpt = Annotated[bool, typer.Option("--amp", help="bf16 autocast for the frozen full-precision forwards (teacher, FP features); the quantized model stays FP32.")]
+
 _global_json = False
 
 

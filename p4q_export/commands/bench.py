@@ -28,6 +28,7 @@ def bench(
     remote_command: Annotated[str, typer.Option("--remote-command", help="p4q-export executable on the remote host.")] = "p4q-export",
     remote_dir: Annotated[str | None, typer.Option("--remote-dir", help="Where bundles go on the remote host (relative = under its $HOME).")] = None,
     build_engines: Annotated[bool, typer.Option("--build-engines/--no-build-engines", help="Build missing TensorRT engines here first (GPU devices).")] = True,
+    include_copy: Annotated[bool, typer.Option("--include-copy", help="GPU torch rows: time the host→device input and device→host output copies too (default: the forward pass on device-resident inputs).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Benchmark every backend/precision available: p50/p90/p99 latency and throughput per batch."""
@@ -45,7 +46,8 @@ def bench(
                               **({"remote_root": remote_dir} if remote_dir else {}))
     else:
         report = run_bench(BenchRequest(bundle=bundle, device=device, batches=batches, iterations=iterations, warmup=warmup,
-                                        backends=parse_backends(backends), threads=threads, build_engines=build_engines))
+                                        backends=parse_backends(backends), threads=threads, build_engines=build_engines,
+                                        include_copy=include_copy))
     report["report_files"] = write_report(report, out or bundle / "bench")
     table = markdown_table(report)
     print(table, file=sys.stderr)

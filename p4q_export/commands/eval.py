@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DataOpt, JsonOpt, emit
+from ._common import AmpOpt, DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
 def eval_command(
@@ -21,6 +21,10 @@ def eval_command(
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant.")] = 1280,
     act_observer: Annotated[str | None, typer.Option("--act-observer", help="Activation observer for --quant: minmax, percentile[:P] or omse.")] = None,
     weight_observer: Annotated[str | None, typer.Option("--weight-observer", help="Weight observer for --quant: minmax, percentile[:P] or omse.")] = None,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    amp: AmpOpt = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass (torch).")] = 500,
     json_out: JsonOpt = False,
 ) -> None:
     """Top-1/top-5 accuracy on the test split of --data."""
@@ -31,6 +35,8 @@ def eval_command(
             target=target, data=data, quant=quant, bits=bits,
             quantize_text=quantize_text, backend=backend, limit=limit, calib_images=calib_images,
             act_observer=act_observer, weight_observer=weight_observer,
+            device=device, workers=workers, amp=amp, batch_size=batch_size,
         )
     )
-    emit(result, json_out, lambda r: f"{r.get('mode', 'eval')} on {r.get('data')}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (n={r['n']}, {r['backend']})")
+    emit(result, json_out, lambda r: f"{r.get('mode', 'eval')} on {r.get('data')}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (n={r['n']}, {r['backend']}"
+         + (f" on {r['device']}, {r['images_per_s']} img/s" if r.get("device") else "") + ")")

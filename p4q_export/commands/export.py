@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DataOpt, JsonOpt, emit
+from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
 def export(
@@ -22,12 +22,15 @@ def export(
     embedding: Annotated[bool, typer.Option("--embedding/--no-embedding", help="Also output the normalized image embedding ('embedding'): "
                                             "for retrieval, and what `validate` compares.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds something.")] = False,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a run (learned prompts + QAdapter) or a bare MODEL (zero-shot head of --data's classes) to an INT8 QDQ ONNX bundle."""
     from ..deploy.export_bundle import export_bundle
 
     result = export_bundle(source, out, profile=profile, data=data, calib_images=calib_images,
-                           uint8_input=uint8_input, with_embedding=embedding, force=force)
+                           uint8_input=uint8_input, with_embedding=embedding, force=force,
+                           device=device, workers=workers)
     emit(result, json_out, lambda d: f"wrote {d['out']}: profile {d['profile']}, {d['quantized_layers']} quantized layers, "
          f"{d['classes']} classes, {d['seconds']:.1f}s")

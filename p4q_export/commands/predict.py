@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, emit
+from ._common import DeviceOpt, JsonOpt, emit
 
 
 def predict(
@@ -15,11 +15,12 @@ def predict(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ...).")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels per image.")] = 5,
     backend: Annotated[str, typer.Option("--backend", help="ort-exact (default), ort (fast INT8 kernels), torch or trt.")] = "ort-exact",
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Top-k labels and softmax scores for each image."""
     from ..runtime.predict import predict_files
 
-    r = predict_files(bundle, images, top_k=top_k, backend=backend)
+    r = predict_files(bundle, images, top_k=top_k, backend=backend, device=device)
     emit(r, json_out, lambda d: "\n".join(
         f"{p['file']}: " + ", ".join(f"{l} {s:.3f}" for l, s in zip(p["labels"], p["scores"])) for p in d["predictions"]))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..config import PretrainRecipe, load_recipe
-from ._common import JsonOpt, emit
+from ._common import DeviceOpt, JsonOpt, emit
 
 
 def pretrain(
@@ -16,15 +16,17 @@ def pretrain(
     recipe: Annotated[Path | None, typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-pretrain.yaml.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set epochs=1.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if OUT already holds this recipe's model.")] = False,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Pretrain a small CLIP from scratch with caption templates (reuses OUT if it matches the recipe)."""
+    from ..devices import resolve_device
     from ..models.pretrain import cached_pretrain
     from ..models.testbed import testbed_dir
 
     r = load_recipe(recipe, set_, PretrainRecipe)
     out = out or testbed_dir(r)
-    manifest, reused = cached_pretrain(r, out, force=force)
+    manifest, reused = cached_pretrain(r, out, force=force, device=resolve_device(device))
     result = {"out": str(out), "reused": reused, "seconds": manifest["seconds"], "accuracy": manifest["accuracy"]}
     emit(result, json_out, lambda d: f"{'reused' if reused else 'wrote'} {out}: zero-shot "
          + ", ".join(f"{k} top-1 {v['top1']:.4f}" for k, v in d["accuracy"].items()))

@@ -13,7 +13,7 @@ import typer
 
 from ..config import TrainRecipe, load_recipe
 from ..errors import UserError
-from ._common import JsonOpt, emit
+from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -35,7 +35,7 @@ def _human(d: dict) -> str:
     trained = f"{d['trained_mean_std']}%" if "trained_mean_std" in d else pct(acc.get("trained"))
     return (f"{d['method']}: trained top-1 {trained} (FP zero-shot {pct(acc.get('fp_zeroshot'))}, "
             f"PTQ zero-shot {pct(acc.get('ptq_zeroshot'))}) on {d['n_eval']} {d['eval_split']} images, "
-            f"{d['seconds']:.1f}s -> {d['out']}")
+            f"{d['seconds']:.1f}s on {d.get('device', 'cpu')} -> {d['out']}")
 
 
 def train(
@@ -47,6 +47,9 @@ def train(
     seed: Annotated[int | None, typer.Option("--seed", help="Few-shot sample and initialisation seed.")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Several seeds, e.g. 1,2,3: reported as mean ± std.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start over instead of resuming from OUT's checkpoint.")] = False,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    amp: AmpOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train P4Q prompts + QAdapter on a quantized CLIP (or CoOp on the FP one); resumes after interruptions."""
@@ -60,11 +63,13 @@ def train(
         overrides.append(f"shots={shots}")
     if seed is not None:
         overrides.append(f"seed={seed}")
+    if amp:
+        overrides.append("amp=true")
     r = load_recipe(recipe, overrides, TrainRecipe)
     if seeds is not None:
         r.seeds = _parse_seeds(seeds)
     try:
-        metrics = train_run(r, out, force=force)
+        metrics = train_run(r, out, force=force, device=device, workers=workers)
     finally:
         shutdown_distributed()
     if metrics is None:  # a non-zero torchrun rank: rank 0 reports

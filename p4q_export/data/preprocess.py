@@ -10,8 +10,6 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from .datasets import ImageDataset
-
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -56,8 +54,8 @@ class TensorPreprocess:
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
         x = images_u8.float().div_(255.0)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
     def __call__(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -77,16 +75,3 @@ def to_uint8_nchw(arrays: np.ndarray) -> torch.Tensor:
 def pil_to_uint8_nchw(images) -> torch.Tensor:
     """A list of same-size-or-not PIL RGB images -> list of 3×H×W uint8 tensors."""
     return [torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1) for im in images]
-
-
-def preprocess_dataset(ds: ImageDataset, prep: TensorPreprocess, batch: int = 4096) -> torch.Tensor:
-    """All images of `ds` as a normalized float tensor N×3×S×S."""
-    out = []
-    if ds.arrays is not None:
-        for start in range(0, len(ds), batch):
-            out.append(prep(to_uint8_nchw(ds.arrays[start : start + batch])))
-    else:
-        for i in range(len(ds)):
-            (img,) = pil_to_uint8_nchw([ds.pil(i)])
-            out.append(prep(img.unsqueeze(0)))
-    return torch.cat(out) if out else torch.empty(0, 3, prep.image_size, prep.image_size)

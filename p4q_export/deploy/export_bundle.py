@@ -23,11 +23,16 @@ DEFAULT_THRESHOLDS = {"cosine_min": 0.999, "top1_agreement_min": 0.99, "tie_cosi
 
 
 def fold_source(source: str, profile: str | None, data: str | None, calib_images: int, uint8_input: bool,
-                with_embedding: bool, calibration_dir: Path) -> FoldedModel:
+                with_embedding: bool, calibration_dir: Path, device: torch.device, workers: int | None) -> FoldedModel:
+    """Fold on `device` (calibration and the text side are the heavy part), then bring the network
+    to the CPU: the ONNX export and reference.pt are device-independent."""
     if _is_run(Path(source)):
-        return fold_run(source, profile, uint8_input=uint8_input, with_embedding=with_embedding)
-    return fold_model(source, data, profile, calib_images=calib_images, uint8_input=uint8_input,
-                      with_embedding=with_embedding, calibration_dir=calibration_dir)
+        folded = fold_run(source, profile, uint8_input=uint8_input, with_embedding=with_embedding, device=device)
+    else:
+        folded = fold_model(source, data, profile, calib_images=calib_images, uint8_input=uint8_input,
+                            with_embedding=with_embedding, calibration_dir=calibration_dir, device=device, workers=workers)
+    folded.module.cpu()
+    return folded
 
 
 def _is_run(path: Path) -> bool:
@@ -73,17 +78,22 @@ def _manifest(folded: FoldedModel, report, expected_layers: int, started: float,
 
 
 def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = 256,
-                  uint8_input: bool = False, with_embedding: bool = True, force: bool = False) -> dict:
+                  uint8_input: bool = False, with_embedding: bool = True, force: bool = False, device: str = "auto",
+                  workers: int | None = None) -> dict:
+    from ..devices import describe_device, resolve_device
+
     started = time.time()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UserError(f"{out} already exists and is not empty (pass --force to replace it)")
     if calib_images < 1:
         raise UserError("--calib-images must be at least 1")
+    torch_device = resolve_device(device)
     log(f"folding {source} ...")
     calib_tmp = Path(tempfile.mkdtemp(prefix=".p4q-calib-", dir=out.parent if out.parent.exists() else None))
     try:
-        folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp)
+        folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp, torch_device, workers)
+        folded.model_info = {**folded.model_info, "folded_on": describe_device(torch_device)}
         return _write(folded, out, calib_tmp, started, uint8_input, with_embedding, force)
     finally:
         shutil.rmtree(calib_tmp, ignore_errors=True)

@@ -120,7 +120,7 @@ def _assemble(visual, class_embeddings, logit_scale, adapter, loaded, uint8_inpu
 
 def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int = 1280,
                uint8_input: bool = False, with_embedding: bool = False, seed: int = 0,
-               calibration_dir="calibration") -> FoldedModel:
+               calibration_dir="calibration", device: torch.device | str = "cpu", workers: int | None = None) -> FoldedModel:
     """A bare MODEL: PTQ of the image tower on DATA's training split, zero-shot template head."""
     from ..data import load_dataset, parse_spec, templates_for
     from ..models import load_model
@@ -131,13 +131,14 @@ def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int
         raise UserError("export of a bare MODEL needs --data SPEC (its classes make the zero-shot head)")
     parse_spec(data)
     profile = resolve_profile(profile_name)
-    loaded = load_model(spec)
+    loaded = load_model(spec, device=str(device))
     train = load_dataset(data, "train")
     classnames = list(train.classnames)
     # Text side first and in FP: only the image tower is quantized and exported.
     class_emb = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates_for(train.name))
     logit_scale = float(loaded.model.logit_scale.exp().item())
-    model, info = build_ptq_model(loaded, profile, False, train, n_calib=calib_images, seed=seed, calibration_dir=calibration_dir)
+    model, info = build_ptq_model(loaded, profile, False, train, n_calib=calib_images, seed=seed, calibration_dir=calibration_dir,
+                                  workers=workers)
     module = _assemble(model.visual, class_emb, logit_scale, None, loaded, uint8_input, with_embedding)
     return FoldedModel(
         module=module,
@@ -152,11 +153,12 @@ def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int
     )
 
 
-def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_embedding: bool = False) -> FoldedModel:
+def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_embedding: bool = False,
+             device: torch.device | str = "cpu") -> FoldedModel:
     """A trained P4Q run: its quantized image tower, QAdapter and learned-prompt class embeddings."""
     from ..p4q.run import load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     profile = run.profile
     if profile is None:
         raise UserError(f"run {run_dir} is full precision (method {getattr(run.recipe, 'method', 'coop')}): nothing INT8 to export; "

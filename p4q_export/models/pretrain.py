@@ -76,9 +76,13 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
-    """Train and write an open_clip-loadable directory atomically (tmp dir, then rename)."""
+def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device | str = "cpu") -> dict:
+    """Train on `device` and write an open_clip-loadable directory atomically (tmp dir, then
+    rename). The image pool and every random draw stay on the CPU: the device changes only the
+    arithmetic."""
     import open_clip
+
+    from ..devices import describe_device
 
     out_dir = Path(out_dir)
     register_project_configs()
@@ -88,7 +92,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
     rng = np.random.default_rng(recipe.seed)
     if recipe.model not in open_clip.list_models():
         raise UserError(f"unknown model config '{recipe.model}'")
-    model = open_clip.create_model(recipe.model, pretrained=None)
+    model = open_clip.create_model(recipe.model, pretrained=None).to(device)
     tokenizer = open_clip.get_tokenizer(recipe.model)
     from ..data.preprocess import TensorPreprocess
 
@@ -108,7 +112,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
         eps=1e-6,
     )
     warmup = int(recipe.warmup_fraction * total)
-    log(f"pretraining {recipe.model} on {recipe.data}: {n} images, {total} steps of {recipe.batch_size}")
+    log(f"pretraining {recipe.model} on {recipe.data}: {n} images, {total} steps of {recipe.batch_size} on {describe_device(device)}")
     model.train()
     order = rng.permutation(n)
     cursor, losses = 0, []
@@ -123,6 +127,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         choice = rng.integers(0, len(tokens[0]), size=len(tokens))
         text = torch.stack([tokens[c][choice[c]] for c in range(len(tokens))])
+        x, y, text = x.to(device), y.to(device), text.to(device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, recipe.lr, warmup)
         img = F.normalize(model.encode_image(x), dim=-1)
@@ -151,7 +156,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
         model_cfg = json.loads((CONFIG_DIR / f"{recipe.model}.json").read_text())
         config = {
             "model_name": recipe.model,
@@ -167,6 +172,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
             "steps": total,
             "final_loss": float(np.mean(losses[-20:])),
             "seconds": round(seconds, 1),
+            "device": describe_device(device),
             "accuracy": accuracy,
             "versions": versions(),
             "files": {f: file_sha256(tmp / f) for f in (WEIGHTS_FILE, CONFIG_FILE)},
@@ -181,7 +187,8 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str) -> dict:
     return manifest
 
 
-def cached_pretrain(recipe: PretrainRecipe, out_dir: Path | str, force: bool = False) -> tuple[dict, bool]:
+def cached_pretrain(recipe: PretrainRecipe, out_dir: Path | str, force: bool = False,
+                    device: torch.device | str = "cpu") -> tuple[dict, bool]:
     """Reuse `out_dir` when it holds a model pretrained from the very same recipe."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
@@ -193,4 +200,4 @@ def cached_pretrain(recipe: PretrainRecipe, out_dir: Path | str, force: bool = F
         if manifest.get("recipe_sha256") == recipe_hash(recipe) and (out_dir / WEIGHTS_FILE).is_file():
             load_model(str(out_dir))  # fails loudly on a damaged cache
             return manifest, True
-    return pretrain(recipe, out_dir), False
+    return pretrain(recipe, out_dir, device), False

@@ -19,11 +19,12 @@ def testbed_dir(recipe: PretrainRecipe) -> Path:
     return cache_root() / f"testbed-{recipe_hash(recipe)[:12]}"
 
 
-def ensure_testbed(recipe_path: Path | str = DEFAULT_RECIPE) -> Path:
-    """Path of the pretrained test-bed model, pretraining it first if this recipe has no cache."""
+def ensure_testbed(recipe_path: Path | str = DEFAULT_RECIPE, device: str = "cpu") -> Path:
+    """Path of the pretrained test-bed model, pretraining it first (on `device`) if this recipe
+    has no cache."""
     from .pretrain import cached_pretrain
 
     recipe = load_recipe(recipe_path, None, PretrainRecipe)
     out = testbed_dir(recipe)
-    cached_pretrain(recipe, out)
+    cached_pretrain(recipe, out, device=device)
     return out

@@ -10,21 +10,25 @@ import torch.nn.functional as F
 from ..progress import progress_iter
 
 
-def zero_shot_classifier(model, tokenizer, classnames, templates) -> torch.Tensor:
-    """Normalized class embeddings [C, D]: mean of normalized template embeddings, renormalized."""
+def zero_shot_classifier(model, tokenizer, classnames, templates, amp: bool = False) -> torch.Tensor:
+    """Normalized class embeddings [C, D] on the model's device: mean of normalized template
+    embeddings, renormalized. Ten classes at a time, so 1,000 classes × 80 templates stay small."""
     from open_clip import build_zero_shot_classifier
 
-    with torch.no_grad():
+    from ..devices import amp_context, module_device
+
+    device = module_device(model)
+    with torch.no_grad(), amp_context(device, amp):
         w = build_zero_shot_classifier(
             model,
             tokenizer=tokenizer,
             classnames=classnames,
             templates=[t.format for t in templates],
             num_classes_per_batch=10,
-            device="cpu",
+            device=device,
             use_tqdm=False,
         )
-    return w.T.contiguous()
+    return w.T.float().contiguous()
 
 
 @dataclass
@@ -37,17 +41,23 @@ class Accuracy:
         return {"top1": self.top1, "top5": self.top5, "n": self.n}
 
 
-def encode_images(model, images: torch.Tensor, batch_size: int = 500, desc: str = "encoding") -> torch.Tensor:
-    """Normalized image features [N, D] in batches, with a progress bar on stderr."""
+def encode_images(model, images, batch_size: int = 500, desc: str = "encoding", amp: bool = False) -> torch.Tensor:
+    """Normalized image features [N, D] on the model's device, with a progress bar on stderr.
+    `images`: one tensor (batched here) or an iterable of batches (streamed, e.g. `image_batches`)."""
+    from ..devices import amp_context, module_device
+
+    device = module_device(model)
+    if isinstance(images, torch.Tensor):
+        images = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
     feats = []
-    with torch.no_grad():
-        for start in progress_iter(range(0, len(images), batch_size), desc=desc):
-            feats.append(F.normalize(model.encode_image(images[start : start + batch_size]), dim=-1))
+    with torch.no_grad(), amp_context(device, amp):
+        for batch in progress_iter(images, desc=desc):
+            feats.append(F.normalize(model.encode_image(batch.to(device)).float(), dim=-1))
     return torch.cat(feats)
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
-    labels = torch.as_tensor(labels)
+    labels = torch.as_tensor(labels, device=logits.device)
     k = min(5, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     top1 = (top[:, 0] == labels).float().mean().item()

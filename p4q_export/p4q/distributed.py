@@ -46,6 +46,25 @@ class DistContext:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
 
+    def share(self, n: int) -> slice:
+        """This rank's contiguous part of n items (evaluation): equal parts, the last one shorter."""
+        if not self.enabled:
+            return slice(0, n)
+        per = -(-n // self.world_size)
+        return slice(min(n, self.rank * per), min(n, (self.rank + 1) * per))
+
+    def gather_rows(self, rows: torch.Tensor, n: int) -> torch.Tensor:
+        """Every rank's `share(n)` rows, concatenated in rank order (each rank gets all n)."""
+        if not self.enabled:
+            return rows
+        per = -(-n // self.world_size)
+        padded = rows.new_zeros((per, *rows.shape[1:]))
+        padded[: len(rows)] = rows
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded.contiguous())
+        sizes = [len(range(n)[slice(r * per, (r + 1) * per)]) for r in range(self.world_size)]
+        return torch.cat([p[:k] for p, k in zip(parts, sizes)])
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
@@ -55,13 +74,15 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
 
 
-def init_distributed() -> DistContext:
-    """A DistContext for this process: a process group when torchrun started us, else a single rank."""
+def init_distributed(device: torch.device | None = None) -> DistContext:
+    """A DistContext for this process: a process group when torchrun started us, else a single rank.
+    nccl when the ranks compute on GPUs (one each, from LOCAL_RANK: see devices.resolve_device),
+    gloo on the CPU."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
         return DistContext()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        cuda = device is not None and torch.device(device).type == "cuda"
+        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=torch.device(device) if cuda else None)
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 

@@ -19,10 +19,10 @@ from torch import nn
 
 class ImageSource:
     """Preprocessed images of a dataset, made batch by batch (ImageNet's test split as one float
-    tensor would take 30 GB)."""
+    tensor would take 30 GB): streamed in order by `batches`, or picked by index by `batch`."""
 
-    def __init__(self, dataset, preprocess):
-        self.dataset, self.preprocess = dataset, preprocess
+    def __init__(self, dataset, preprocess, workers: int | None = None):
+        self.dataset, self.preprocess, self.workers = dataset, preprocess, workers
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -30,8 +30,13 @@ class ImageSource:
     def batch(self, indices) -> torch.Tensor:
         from ..data import preprocess_dataset
 
-        idx = torch.as_tensor(indices, dtype=torch.long).numpy()
+        idx = torch.as_tensor(indices, dtype=torch.long).cpu().numpy()
         return preprocess_dataset(self.dataset.subset(idx), self.preprocess)
+
+    def batches(self, batch_size: int, device: torch.device, indices=None):
+        from ..data import image_batches
+
+        return image_batches(self.dataset, self.preprocess, batch_size, device, indices=indices, workers=self.workers)
 
 
 def teacher_context(model: nn.Module):
@@ -48,29 +53,40 @@ def apply_views(images: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def tower_features(model: nn.Module, images: torch.Tensor, teacher: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(raw student image features, normalized teacher features or None) for one batch."""
-    student = model.encode_image(images).float()
+def tower_features(model: nn.Module, images: torch.Tensor, teacher: bool, amp: bool = False,
+                   quantized: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(raw student image features, normalized teacher features or None) for one batch. `amp`
+    runs the FP forwards (the teacher; the student too when it is not quantized) in bf16."""
+    from ..devices import amp_context, module_device
+
+    device = module_device(model)
+    images = images.to(device)
+    with amp_context(device, amp and not quantized):
+        student = model.encode_image(images).float()
     if not teacher:
         return student, None
-    with teacher_context(model):
+    with teacher_context(model), amp_context(device, amp):
         t = model.encode_image(images).float()
     return student, F.normalize(t, dim=-1)
 
 
 class CachedFeatures:
-    """Both views of every training image through both frozen towers, computed once."""
+    """Both views of every training image through both frozen towers, computed once, kept on the
+    model's device."""
 
-    def __init__(self, model: nn.Module, images: ImageSource, n_views: int, teacher: bool, batch_size: int = 256):
+    def __init__(self, model: nn.Module, images: ImageSource, n_views: int, teacher: bool, batch_size: int = 256,
+                 amp: bool = False, quantized: bool = True):
+        from ..devices import module_device
         from ..progress import progress_iter
 
+        device = module_device(model)
         students = [[] for _ in range(n_views)]
         teachers = [[] for _ in range(n_views)]
-        for start in progress_iter(range(0, len(images), batch_size), desc="caching features"):
-            batch = images.batch(range(start, min(start + batch_size, len(images))))
+        n_batches = -(-len(images) // batch_size)
+        for batch in progress_iter(images.batches(batch_size, device), desc="caching features", total=n_batches):
             for view in range(n_views):
-                views = torch.full((len(batch),), view, dtype=torch.long)
-                s, t = tower_features(model, apply_views(batch, views), teacher)
+                views = torch.full((len(batch),), view, dtype=torch.long, device=device)
+                s, t = tower_features(model, apply_views(batch, views), teacher, amp, quantized)
                 students[view].append(s)
                 teachers[view].append(t)
         self.student = torch.stack([torch.cat(c) for c in students])  # [V, N, D] raw
@@ -85,11 +101,12 @@ class CachedFeatures:
 class OnTheFlyFeatures:
     """The uncached path: run both frozen towers on the (flipped) images of every batch."""
 
-    def __init__(self, model: nn.Module, images: ImageSource, teacher: bool):
-        self.model, self.images, self.teacher = model, images, teacher
+    def __init__(self, model: nn.Module, images: ImageSource, teacher: bool, amp: bool = False, quantized: bool = True):
+        self.model, self.images, self.teacher, self.amp, self.quantized = model, images, teacher, amp, quantized
 
     def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return tower_features(self.model, apply_views(self.images.batch(indices), views), self.teacher)
+        images = self.images.batch(indices).to(views.device)
+        return tower_features(self.model, apply_views(images, views), self.teacher, self.amp, self.quantized)
 
 
 @dataclass
@@ -103,18 +120,31 @@ class EvalFeatures:
 
 
 @torch.no_grad()
-def eval_features(model: nn.Module, images: ImageSource, labels, quantized: bool, batch_size: int = 500) -> EvalFeatures:
+def eval_features(model: nn.Module, images: ImageSource, labels, quantized: bool, dist=None, batch_size: int = 500,
+                  amp: bool = False) -> EvalFeatures | None:
+    """Every rank encodes its contiguous share of the split; rank 0 gets them all, in order
+    (the other ranks get None)."""
+    from ..devices import amp_context, module_device
     from ..progress import progress_iter
 
+    device = module_device(model)
+    n = len(images)
+    share = slice(0, n) if dist is None else dist.share(n)
+    indices = range(share.start, share.stop)
     s_chunks, f_chunks = [], []
-    for start in progress_iter(range(0, len(images), batch_size), desc="encoding test split"):
-        batch = images.batch(range(start, min(start + batch_size, len(images))))
-        s = model.encode_image(batch).float()
+    n_batches = -(-len(indices) // batch_size)
+    for batch in progress_iter(images.batches(batch_size, device, indices=indices), desc="encoding test split", total=n_batches):
+        with amp_context(device, amp and not quantized):
+            s = model.encode_image(batch).float()
         s_chunks.append(s)
         if quantized:
-            with teacher_context(model):
+            with teacher_context(model), amp_context(device, amp):
                 f_chunks.append(F.normalize(model.encode_image(batch).float(), dim=-1))
         else:
             f_chunks.append(F.normalize(s, dim=-1))
-    return EvalFeatures(torch.cat(s_chunks), torch.cat(f_chunks), torch.as_tensor(labels))
-
+    student, fp = (torch.cat(c) for c in (s_chunks, f_chunks))
+    if dist is not None and dist.enabled:
+        student, fp = dist.gather_rows(student, n), dist.gather_rows(fp, n)
+        if not dist.is_main:
+            return None
+    return EvalFeatures(student, fp, torch.as_tensor(labels, device=device))

@@ -59,9 +59,13 @@ def same_weights_as_recorded(ref: dict) -> bool:
 
 
 def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, seconds: float, calib_rel: str | None) -> dict:
+    from ..devices import describe_device
     from ..manifest import file_sha256, versions, write_json_atomic
 
     recipe = prep.recipe
+    epoch_s = [round(t, 3) for t in result.epoch_seconds]
+    timings = {**prep.timings, "cache_s": round(result.cache_seconds, 3), "epoch_s": epoch_s,
+               "train_s": round(result.train_seconds, 3), "eval_s": round(result.eval_seconds, 3)}
     metrics = {
         "method": recipe.method,
         "accuracy": {**prep.zero_shot, "trained": result.top1},
@@ -71,6 +75,9 @@ def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, second
         "seconds": round(seconds, 3),
         "train_seconds": round(result.train_seconds, 3),
         "resumed_from_epoch": result.resumed_from,
+        "device": describe_device(prep.device),
+        "workers": prep.workers,
+        "timings": timings,
         "seeds": [result.seed],
         "history": [{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
         "recipe": recipe_dict(recipe),
@@ -97,6 +104,7 @@ def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, second
         },
         "classnames": list(prep.classnames),
         "data": recipe.data,
+        "device": metrics["device"],
         "files": files,
         "versions": metrics["versions"],
     }
@@ -117,6 +125,8 @@ def aggregate(prep: Prepared, per_seed: dict[int, dict], seconds: float) -> dict
         "n_eval": next(iter(per_seed.values()))["n_eval"],
         "eval_split": prep.recipe.eval_split,
         "seconds": round(seconds, 3),
+        "device": next(iter(per_seed.values()))["device"],
+        "timings": {str(s): m["timings"] for s, m in per_seed.items()},
         "seeds": [int(s) for s in per_seed],
         "seed_runs": {str(s): seed_run_name(s) for s in per_seed},
         "recipe": recipe_dict(prep.recipe),

@@ -65,8 +65,9 @@ class PromptLearner(nn.Module):
             )
         prefix = ctx_init if ctx_init else " ".join([PLACEHOLDER] * n_ctx)
         tokenized = tokenizer([f"{prefix} {c}." for c in classnames])  # [C, L]
+        device = model.token_embedding.weight.device
         with torch.no_grad():
-            embedding = model.token_embedding(tokenized).float()  # [C, L, D]
+            embedding = model.token_embedding(tokenized.to(device)).float()  # [C, L, D]
         dim = embedding.shape[-1]
 
         if ctx_init:
@@ -84,6 +85,7 @@ class PromptLearner(nn.Module):
         self.name_lens = name_lens
         self.class_token_position = class_token_position
         self.classnames = classnames
+        self.to(device)  # the context was drawn on the CPU: the same values on every device
 
     def prompt_embeddings(self) -> torch.Tensor:
         """[C, L, D] token embeddings with the context in place."""

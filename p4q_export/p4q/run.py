@@ -56,10 +56,16 @@ class TrainedRun:
         return self.adapter(raw) if self.adapter is not None else F.normalize(raw, dim=-1)
 
     @torch.no_grad()
-    def logits(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Images in batches of `batch_size`; the prompts run through the text tower once."""
+    def logits(self, images, batch_size: int = 500) -> torch.Tensor:
+        """`images`: one tensor (cut into `batch_size` batches) or an iterable of batches (streamed);
+        the prompts run through the text tower once."""
+        from ..devices import module_device
+
+        device = module_device(self.model)
+        if isinstance(images, torch.Tensor):
+            images = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
         text = self.class_embeddings()
-        feats = torch.cat([self.image_features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        feats = torch.cat([self.image_features(batch.to(device)) for batch in images])
         return self.model.logit_scale.exp() * feats @ text.T
 
 
@@ -129,8 +135,8 @@ def _model_spec(manifest: dict) -> str:
     return model["source"]
 
 
-def load_run(run_dir) -> TrainedRun:
-    """Rebuild a trained run (raises UserError for a missing, unfinished or damaged run)."""
+def load_run(run_dir, device: torch.device | str = "cpu") -> TrainedRun:
+    """Rebuild a trained run on `device` (raises UserError for a missing, unfinished or damaged run)."""
     from ..models import load_model
 
     run_dir = Path(run_dir)
@@ -141,10 +147,10 @@ def load_run(run_dir) -> TrainedRun:
         raise UserError(f"{run_dir} is not a p4q-export training run")
     if manifest.get("seed_runs"):  # several seeds: the first one stands for the run
         first = next(iter(manifest["seed_runs"].values()))
-        return load_run(run_dir / first)
+        return load_run(run_dir / first, device)
     _verify_files(run_dir, manifest)
     metrics = _read_json(run_dir / METRICS, "run metrics")
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    state = load_checkpoint(run_dir / CHECKPOINT)  # on the CPU; load_state_dict copies to the device
     if not state.get("done"):
         raise UserError(f"run {run_dir} is unfinished (epoch {state.get('epoch')}); rerun `train` to resume it")
     try:
@@ -152,7 +158,7 @@ def load_run(run_dir) -> TrainedRun:
     except KeyError:
         raise UserError(f"{run_dir / RUN_MANIFEST} has no recipe") from None
 
-    loaded = load_model(_model_spec(manifest))
+    loaded = load_model(_model_spec(manifest), device=str(device))
     model = loaded.model
     for p in model.parameters():
         p.requires_grad_(False)
@@ -172,12 +178,13 @@ def load_run(run_dir) -> TrainedRun:
     prompt_learner = PromptLearner(
         model, loaded.tokenizer, classnames, n_ctx=recipe.n_ctx, ctx_init=recipe.ctx_init,
         class_token_position=recipe.class_token_position, csc=recipe.csc,
-    )
+    ).to(device)
     try:
         prompt_learner.load_state_dict(state["prompt_learner"])
         adapter = None
         if recipe.method == "p4q" and recipe.adapter:
-            adapter = QAdapter(feature_dim(model), recipe.adapter_reduction, recipe.adapter_ratio, profile=profile, bits=recipe.adapter_bits)
+            adapter = QAdapter(feature_dim(model), recipe.adapter_reduction, recipe.adapter_ratio, profile=profile,
+                               bits=recipe.adapter_bits).to(device)
             adapter.load_state_dict(state["adapter"])
             adapter.set_quantization(True)
             adapter.eval()

@@ -87,7 +87,10 @@ class Prepared:
     train_ds: object  # ImageDataset (full train split; few-shot subsets are drawn per seed)
     teacher_text: torch.Tensor | None  # [C, D] FP zero-shot classifier (p4q only)
     eval: EvalFeatures | None  # rank 0 only
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    workers: int | None = None  # image-decoding processes (None: one per core, up to 8)
     model_ref: dict = field(default_factory=dict)  # model_reference(loaded): hashing the weights once per run
+    timings: dict = field(default_factory=dict)  # seconds of each setup stage (load, calibration, zero-shot eval)
     zero_shot: dict = field(default_factory=dict)  # fp_zeroshot / ptq_zeroshot accuracies
     zero_shot_top5: dict = field(default_factory=dict)
 
@@ -141,22 +144,27 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     return acc.top1, acc.top5
 
 
-def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: bool = True) -> Prepared:
-    """Load the model and data, quantize (p4q), and score FP / PTQ zero-shot on the test split."""
+def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: bool = True,
+            device: torch.device | str = "cpu", workers: int | None = None) -> Prepared:
+    """Load the model and data on `device`, quantize (p4q), and score FP / PTQ zero-shot on the
+    test split (each rank encodes its share of it)."""
     from ..data import load_dataset, templates_for
     from ..models import load_model
     from ..models.zeroshot import zero_shot_classifier
 
     check_recipe(recipe)
+    device = torch.device(device)
     if recipe.threads > 0:
         torch.set_num_threads(recipe.threads)
-    loaded = load_model(recipe.model)  # `testbed` resolves to the cached pretrained test bed
+    t0 = time.perf_counter()
+    loaded = load_model(recipe.model, device=str(device))  # `testbed` resolves to the cached pretrained test bed
     for p in loaded.model.parameters():
         p.requires_grad_(False)
     train_ds = load_dataset(recipe.data, "train")
     classnames = recipe_classnames(recipe, train_ds)
     templates = templates_for(train_ds.name)
-    fp_text = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates)
+    fp_text = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates, amp=recipe.amp)
+    timings = {"load_s": round(time.perf_counter() - t0, 3)}
 
     quantized = recipe.method == "p4q"
     model, profile, info = loaded.model, None, {}
@@ -167,10 +175,12 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
         log(f"quantizing {loaded.name} ({recipe.profile} W{recipe.bits.replace('/', 'A')}, text {'on' if recipe.quantize_text else 'off'})")
         # only rank 0 writes into the run; the others calibrate identically into a scratch dir
         calib_dir = out_dir / "calibration" if dist.is_main else Path(tempfile.mkdtemp(prefix="p4q-calib-"))
+        t0 = time.perf_counter()
         model, info = build_ptq_model(
             loaded, profile, quantize_text=recipe.quantize_text, calib=train_ds,
-            n_calib=recipe.calib_images, seed=recipe.calib_seed, calibration_dir=calib_dir,
+            n_calib=recipe.calib_images, seed=recipe.calib_seed, calibration_dir=calib_dir, workers=workers,
         )
+        timings["calibration_s"] = round(time.perf_counter() - t0, 3)
         if not dist.is_main:
             shutil.rmtree(calib_dir, ignore_errors=True)
         model.eval()
@@ -180,12 +190,16 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     prepared = Prepared(
         recipe=recipe, loaded=loaded, model=model, quantized=quantized, profile=profile,
         ptq_info=dict(info or {}), classnames=classnames, train_ds=train_ds,
-        teacher_text=fp_text if quantized else None, eval=None, model_ref=model_reference(loaded),
+        teacher_text=fp_text if quantized else None, eval=None, device=device, workers=workers,
+        model_ref=model_reference(loaded), timings=timings,
     )
-    if evaluate and dist.is_main:
+    if evaluate:
+        t0 = time.perf_counter()
         test_ds = load_dataset(recipe.data, recipe.eval_split)
         test_ds = test_ds.subset(eval_subset_indices(len(test_ds), recipe.eval_limit))
-        prepared.eval = eval_features(model, ImageSource(test_ds, loaded.preprocess), test_ds.labels, quantized)
+        prepared.eval = eval_features(model, ImageSource(test_ds, loaded.preprocess, workers), test_ds.labels, quantized,
+                                      dist=dist, amp=recipe.amp)
+    if prepared.eval is not None:
         scale = model.logit_scale.exp().item()
         top1, top5 = accuracy(scale * prepared.eval.fp @ fp_text.T, prepared.eval.labels)
         prepared.zero_shot["fp_zeroshot"], prepared.zero_shot_top5["fp_zeroshot"] = top1, top5
@@ -195,6 +209,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
         else:
             top1 = top5 = None
         prepared.zero_shot["ptq_zeroshot"], prepared.zero_shot_top5["ptq_zeroshot"] = top1, top5
+        timings["zero_shot_eval_s"] = round(time.perf_counter() - t0, 3)
         log(f"zero-shot top-1 on {len(test_ds)} {recipe.eval_split} images: FP {prepared.zero_shot['fp_zeroshot']:.4f}"
             + (f", PTQ {top1:.4f}" if top1 is not None else ""))
     return prepared
@@ -220,7 +235,10 @@ class Learner:
 
 
 def build_learner(recipe: TrainRecipe, model: nn.Module, tokenizer, classnames, profile, seed: int) -> Learner:
-    """Prompts and adapter initialised from `seed` alone (independent of the global RNG)."""
+    """Prompts and adapter initialised from `seed` alone (independent of the global RNG and of
+    the device: drawn on the CPU, then moved to the model's device)."""
+    from ..devices import module_device
+
     pl = PromptLearner(
         model, tokenizer, classnames, n_ctx=recipe.n_ctx, ctx_init=recipe.ctx_init,
         class_token_position=recipe.class_token_position, csc=recipe.csc,
@@ -232,6 +250,7 @@ def build_learner(recipe: TrainRecipe, model: nn.Module, tokenizer, classnames, 
             torch.manual_seed(seed)
             adapter = QAdapter(feature_dim(model), recipe.adapter_reduction, recipe.adapter_ratio, profile=profile, bits=recipe.adapter_bits)
         adapter.set_quantization(False)  # trains in FP; calibrated and switched on after training
+        adapter.to(module_device(model))
     return Learner(pl, adapter)
 
 
@@ -273,6 +292,7 @@ class SeedResult:
     learner: Learner
     cache_seconds: float = 0.0  # building the feature cache (0 when uncached)
     epoch_seconds: list = field(default_factory=list)  # wall time of each epoch trained here
+    eval_seconds: float = 0.0
 
 
 def few_shot_data(prep: Prepared, seed: int) -> tuple[ImageSource, torch.Tensor]:
@@ -280,7 +300,7 @@ def few_shot_data(prep: Prepared, seed: int) -> tuple[ImageSource, torch.Tensor]
 
     idx = few_shot_indices(prep.train_ds.labels, prep.recipe.shots, seed)
     subset = prep.train_ds.subset(idx)
-    return ImageSource(subset, prep.loaded.preprocess), torch.as_tensor(subset.labels)
+    return ImageSource(subset, prep.loaded.preprocess, prep.workers), torch.as_tensor(subset.labels, device=prep.device)
 
 
 def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, max_epochs: int | None = None,
@@ -326,15 +346,16 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
     t0 = time.perf_counter()
     cache_seconds, epoch_seconds = 0.0, []
     if start_epoch < epochs:
-        features = (CachedFeatures(prep.model, images, n_views, teacher) if cache
-                    else OnTheFlyFeatures(prep.model, images, teacher))
+        amp, quantized = recipe.amp, prep.quantized
+        features = (CachedFeatures(prep.model, images, n_views, teacher, amp=amp, quantized=quantized) if cache
+                    else OnTheFlyFeatures(prep.model, images, teacher, amp=amp, quantized=quantized))
         if cache:
             cache_seconds = time.perf_counter() - t0
             log(f"seed {seed}: cached {n_views}×{len(labels)} image features in {cache_seconds:.1f}s")
         for epoch in progress_iter(range(start_epoch, epochs), desc=f"training seed {seed}", total=epochs - start_epoch):
             t_epoch = time.perf_counter()
             learner.train(True)
-            perm, views = epoch_order(seed, epoch, len(labels), n_views)
+            perm, views = (t.to(prep.device) for t in epoch_order(seed, epoch, len(labels), n_views))
             step_losses, sums = [], {"loss": 0.0, "ce": 0.0, "distill": 0.0}
             for s in range(steps_per_epoch):
                 step = epoch * steps_per_epoch + s
@@ -351,7 +372,7 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
                     loss.backward()
                     parts_t = torch.stack([loss.detach(), parts["ce"], parts["distill"]])
                 else:
-                    parts_t = torch.zeros(3)
+                    parts_t = torch.zeros(3, device=prep.device)
                 dist.all_reduce_grads(params)
                 for o in opts.values():
                     o.step()
@@ -378,17 +399,20 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
     train_seconds = time.perf_counter() - t0
     learner.train(False)
     top1 = top5 = None
+    t_eval = time.perf_counter()
     if evaluate and dist.is_main and prep.eval is not None and (start_epoch >= recipe.epochs or epochs == recipe.epochs):
         top1, top5 = evaluate_learner(prep, learner)
-    return SeedResult(seed, top1, top5, history, train_seconds, start_epoch, learner, cache_seconds, epoch_seconds)
+    return SeedResult(seed, top1, top5, history, train_seconds, start_epoch, learner, cache_seconds, epoch_seconds,
+                      time.perf_counter() - t_eval)
 
 
 def calibrate_adapter(adapter: QAdapter, features, n: int, n_views: int) -> None:
     """Fix the adapter's activation ranges on every training feature (all views), then quantize."""
     if not adapter.quantized:
         return
-    idx = torch.arange(n).repeat(n_views)
-    views = torch.arange(n_views).repeat_interleave(n)
+    device = next(adapter.parameters()).device
+    idx = torch.arange(n, device=device).repeat(n_views)
+    views = torch.arange(n_views, device=device).repeat_interleave(n)
     student, _ = features.lookup(idx, views)
     adapter.calibrate(student)
 
@@ -410,15 +434,19 @@ def seed_list(recipe: TrainRecipe) -> list[int]:
     return seeds
 
 
-def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | None:
-    """Train every seed of `recipe` into `out` (resuming where checkpoints exist). Returns the
+def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str = "auto",
+              workers: int | None = None) -> dict | None:
+    """Train every seed of `recipe` into `out` (resuming where checkpoints exist) on `device`
+    (auto|cpu|cuda|cuda:N; under torchrun each rank takes the GPU of its LOCAL_RANK). Returns the
     metrics on rank 0, None on the other ranks."""
+    from ..devices import resolve_device
     from ..manifest import write_json_atomic
 
     t0 = time.perf_counter()
     check_recipe(recipe)
     seeds = seed_list(recipe)
-    dist = init_distributed()
+    torch_device = resolve_device(device)
+    dist = init_distributed(torch_device)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
@@ -437,7 +465,7 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False) -> dict | Non
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    prep = prepare(recipe, out, dist)
+    prep = prepare(recipe, out, dist, device=torch_device, workers=workers)
     calib = prep.ptq_info.get("calibration_list")
     per_seed: dict[int, dict] = {}
     for seed in seeds:

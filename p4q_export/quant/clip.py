@@ -61,6 +61,9 @@ def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool =
         raise UserError("quantize_clip needs an open_clip CLIP model (no .visual tower)")
     if quant_layers(model):
         raise ValueError("model is already quantized")
+    from ..devices import module_device
+
+    device = module_device(model)
     make_attention_explicit(model)
     visual = model.visual
     if profile.quantize_patch_embed:
@@ -74,7 +77,7 @@ def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool =
         for module in modules:
             _replace_linears(module, profile)
         _replace_projection(owner, "text_projection", profile)
-    return model
+    return model.to(device)  # the swapped-in layers and their quantizers start on the CPU
 
 
 def quant_layers(module: nn.Module) -> dict[str, QuantLinear | QuantConv2d]:
@@ -128,26 +131,37 @@ def _text_layer_names(model: nn.Module) -> set[str]:
     return {name for name, m in quant_layers(model).items() if id(m) in ids}
 
 
-def calibrate_clip(model: nn.Module, images: torch.Tensor, text_tokens: torch.Tensor | None = None, batch_size: int = 128) -> None:
+def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = None, batch_size: int = 128) -> None:
     """Observe every layer input on the FP forward of `images` (and `text_tokens` when the text
-    tower is quantized), then finalize all scales / zero points. Weights are re-calibrated too."""
+    tower is quantized), then finalize all scales / zero points. Weights are re-calibrated too.
+    `images`: one tensor (cut into `batch_size` batches here) or an iterable of batches on the
+    model's device (streamed from disk; the observers see the same batches either way)."""
+    from ..devices import module_device
+
     layers = quant_layers(model)
     if not layers:
         raise ValueError("calibrate_clip: the model has no quantized layers (run quantize_clip first)")
-    if len(images) == 0:
-        raise UserError("calibration needs at least one image")
+    if isinstance(images, torch.Tensor):
+        if len(images) == 0:
+            raise UserError("calibration needs at least one image")
+        images = _batches(images, batch_size)
     text_quantized = bool(_text_layer_names(model))
     if text_quantized and text_tokens is None:
         raise UserError("the text tower is quantized: calibrate_clip needs text_tokens")
+    device = module_device(model)
     was_training = model.training
     model.eval()
+    seen = 0
     try:
         with calibrating(model), torch.no_grad():
-            for batch in progress_iter(_batches(images, batch_size), desc="calibrating image tower"):
-                model.encode_image(batch)
+            for batch in progress_iter(images, desc="calibrating image tower"):
+                model.encode_image(batch.to(device))
+                seen += len(batch)
+            if seen == 0:
+                raise UserError("calibration needs at least one image")
             if text_quantized:
                 for batch in progress_iter(_batches(text_tokens, batch_size), desc="calibrating text tower"):
-                    model.encode_text(batch)
+                    model.encode_text(batch.to(device))
     finally:
         model.train(was_training)
     missed = [name for name, layer in layers.items() if not layer.input_quantizer.is_calibrated]

@@ -117,7 +117,7 @@ class OmseObserver(MinMaxObserver):
         from .fake_quant import fake_quantize_reference, qparams_from_range
 
         sample = torch.cat(self.samples, dim=1)  # [C, M]
-        best_err = torch.full((sample.shape[0],), float("inf"))
+        best_err = torch.full((sample.shape[0],), float("inf"), device=sample.device)
         best_lo, best_hi = self.lo.clone(), self.hi.clone()
         for i in range(OMSE_STEPS):
             factor = 1.0 - 0.01 * i

@@ -10,7 +10,7 @@ import torch
 from ..data import (
     ImageDataset,
     calibration_indices,
-    preprocess_dataset,
+    image_batches,
     templates_for,
     write_calibration_list,
 )
@@ -36,18 +36,22 @@ def build_ptq_model(
     seed: int = 0,
     calibration_dir: Path | str = "calibration",
     batch_size: int = 128,
+    workers: int | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Quantize `loaded.model` IN PLACE (copy it first if the FP model is still needed as a separate
     object; `quantization_disabled` gives the FP forward back) and calibrate it on `n_calib`
-    seeded training images. Returns (model, info) with what a run manifest records."""
+    seeded training images, streamed in batches to the model's device (`workers` decode image
+    files). Returns (model, info) with what a run manifest records."""
+    from ..devices import module_device
+
     if calib.split != "train":
         log(f"warning: calibrating on the '{calib.split}' split; the train split keeps test data untouched")
     idx = calibration_indices(len(calib), n_calib, seed)
     list_path = write_calibration_list(calib, idx, calibration_dir, seed)
-    images = preprocess_dataset(calib.subset(idx), loaded.preprocess)
     tokens = caption_tokens(loaded, calib) if quantize_text else None
     model = quantize_clip(loaded.model, profile, quantize_text=quantize_text)
     log(f"calibrating {len(quant_layers(model))} quantized layers ({profile.name} W{profile.w_bits}A{profile.a_bits}) on {len(idx)} images")
+    images = image_batches(calib, loaded.preprocess, batch_size, module_device(model), indices=idx, workers=workers)
     calibrate_clip(model, images, tokens, batch_size=batch_size)
     info = {
         "profile": profile.name,

@@ -23,7 +23,7 @@ BACKENDS = ("torch", "ort", "ort-exact", "trt")
 @runtime_checkable
 class Runner(Protocol):
     backend: str  # torch | ort | ort-exact | trt
-    precision: str  # fp32 | fp16 | int8
+    precision: str  # fp32 | fp16 | bf16 | int8
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Bundle-input images (see module doc) → float32 logits N×C."""
@@ -36,6 +36,7 @@ class Runner(Protocol):
 
 def open_runner(bundle, backend: str, **opts) -> Runner:
     """`bundle`: a Bundle or a bundle directory (hashes verified). `opts` go to the runner:
+    torch: precision="int8"|"fp32"|"fp16"|"bf16", device="cpu"|"cuda"|"cuda:N", threads=N;
     ort/ort-exact: precision="int8"|"fp32" (fp32 = the same graph with Q/DQ stripped), threads=N;
     trt: whatever trt_runner.TrtRunner accepts (e.g. engine path, fp16)."""
     from ..deploy.bundle import Bundle, load_bundle

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import ImageDataset, open_image
-from ..data.preprocess import pil_to_uint8_nchw, to_uint8_nchw
+from ..data.preprocess import pil_to_uint8_nchw
 
 
 def _finish(bundle, images_u8: torch.Tensor) -> np.ndarray:
@@ -22,9 +22,17 @@ def _finish(bundle, images_u8: torch.Tensor) -> np.ndarray:
 
 def dataset_inputs(bundle, ds: ImageDataset, start: int = 0, stop: int | None = None) -> np.ndarray:
     stop = len(ds) if stop is None else stop
-    if ds.arrays is not None:
-        return _finish(bundle, to_uint8_nchw(ds.arrays[start:stop]))
-    return np.concatenate([_finish(bundle, pil_to_uint8_nchw([ds.pil(i)])[0].unsqueeze(0)) for i in range(start, stop)])
+    return np.concatenate(list(dataset_input_batches(bundle, ds, max(1, stop - start), range(start, stop), workers=0)))
+
+
+def dataset_input_batches(bundle, ds: ImageDataset, batch_size: int, indices=None, workers: int | None = None):
+    """The bundle's input arrays for `ds` (or `indices` into it), `batch_size` images at a time;
+    image files are decoded by `workers` processes, so no split is ever held whole."""
+    from ..data.loader import uint8_batches
+
+    prep = bundle.tensor_preprocess()
+    for x in uint8_batches(ds, prep, batch_size, indices, workers):
+        yield x.contiguous().numpy().astype(np.uint8) if bundle.uint8_input else prep.normalize(x).contiguous().numpy()
 
 
 def file_inputs(bundle, files: list[Path | str]) -> np.ndarray:

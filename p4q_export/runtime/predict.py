@@ -18,13 +18,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_files(bundle_dir: Path | str, files: list[Path | str], top_k: int = 5, backend: str = "ort-exact", **runner_opts) -> dict:
+def predict_files(bundle_dir: Path | str, files: list[Path | str], top_k: int = 5, backend: str = "ort-exact",
+                  device: str = "auto", **runner_opts) -> dict:
+    """`device`: where the torch backend runs (the other backends choose their own)."""
     if not files:
         raise UserError("predict needs at least one IMAGE")
     if top_k < 1:
         raise UserError("--top-k must be at least 1")
     bundle = load_bundle(bundle_dir)
     images = file_inputs(bundle, files)
+    if backend == "torch":
+        runner_opts["device"] = device
     runner = open_runner(bundle, backend, **runner_opts)
     probs = softmax(runner(images).astype(np.float64))
     names = bundle.classnames

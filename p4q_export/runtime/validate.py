@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..manifest import write_json_atomic
 from ..progress import log, progress_iter
 from .base import open_runner
-from .inputs import dataset_inputs
+from .inputs import dataset_input_batches
 
 BATCH = 250
 
@@ -51,11 +51,11 @@ def _dataset_for(bundle: Bundle, data: str | None, limit: int | None):
     return spec, ds
 
 
-def _all_outputs(runners, bundle: Bundle, ds) -> list[dict[str, np.ndarray]]:
-    """Every output of every runner on the dataset, by name."""
+def _all_outputs(runners, bundle: Bundle, ds, workers: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Every output of every runner on the dataset, by name (inputs streamed, outputs kept)."""
     outs: list[dict[str, list[np.ndarray]]] = [{} for _ in runners]
-    for start in progress_iter(range(0, len(ds), BATCH), desc="running"):
-        x = dataset_inputs(bundle, ds, start, min(start + BATCH, len(ds)))
+    batches = dataset_input_batches(bundle, ds, BATCH, workers=workers)
+    for x in progress_iter(batches, desc="running", total=-(-len(ds) // BATCH)):
         for i, r in enumerate(runners):
             for name, value in r.run_all(x).items():
                 outs[i].setdefault(name, []).append(np.asarray(value, dtype=np.float32))
@@ -119,10 +119,14 @@ def compare_logits(reference: np.ndarray, test: np.ndarray, tie_margin: float = 
 
 def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: str | None = None, limit: int | None = None,
                     cosine_min: float | None = None, top1_agreement_min: float | None = None, tie_cosine: float | None = None,
-                    write: bool = True, **runner_opts) -> dict:
+                    write: bool = True, device: str = "cpu", workers: int | None = None, **runner_opts) -> dict:
     """Returns the report (key `passed`); writes BUNDLE/validation.json. Raising on failure is the
-    caller's choice (the CLI raises CheckFailed after printing the report)."""
+    caller's choice (the CLI raises CheckFailed after printing the report). `device` is where the
+    PyTorch reference runs (FP32 there too: see devices.py)."""
+    from ..devices import describe_device, resolve_device
+
     started = time.time()
+    torch_device = resolve_device(device)
     if backend == "torch":
         raise UserError("validate compares a backend with the torch reference: use --backend ort, ort-exact or trt")
     bundle = load_bundle(bundle_dir)
@@ -134,9 +138,9 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     if not 0.0 <= tie < 1.0:
         raise UserError(f"tie cosine must be in [0, 1), got {tie}")
     runner = open_runner(bundle, backend, **runner_opts)
-    reference = open_runner(bundle, "torch")
+    reference = open_runner(bundle, "torch", device=str(torch_device))
     log(f"validating {backend} against the torch reference on {len(ds)} images of {spec} ...")
-    test_out, ref_out = _all_outputs([runner, reference], bundle, ds)
+    test_out, ref_out = _all_outputs([runner, reference], bundle, ds, workers)
     test_logits, ref_logits = test_out["logits"], ref_out["logits"]
     outputs = {"logits": compare_logits(ref_logits, test_logits, tie * reference.logit_scale)}
     if "embedding" in test_out and "embedding" in ref_out:
@@ -158,6 +162,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
         "accuracy": {runner.backend: _accuracy(test_logits, ds.labels), "torch": _accuracy(ref_logits, ds.labels)},
         "n": len(ds),
         "data": spec,
+        "reference_device": describe_device(torch_device),
         "seconds": round(time.time() - started, 2),
     }
     if write:
@@ -165,10 +170,11 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     return report
 
 
-def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str = "ort-exact", limit: int | None = None, **runner_opts) -> dict:
+def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str = "ort-exact", limit: int | None = None,
+                    workers: int | None = None, **runner_opts) -> dict:
     """Top-1/top-5 of a bundle on DATA's test split with one backend: {top1, top5, n, backend}."""
     bundle = load_bundle(bundle_dir)
     spec, ds = _dataset_for(bundle, data_spec, limit)
     runner = open_runner(bundle, backend, **runner_opts)
-    logits = _all_outputs([runner], bundle, ds)[0]["logits"]
+    logits = _all_outputs([runner], bundle, ds, workers)[0]["logits"]
     return {**_accuracy(logits, ds.labels), "n": len(ds), "backend": runner.backend, "precision": runner.precision, "data": spec}

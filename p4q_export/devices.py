@@ -1,0 +1,69 @@
+"""Where a model runs: `--device auto|cpu|cuda|cuda:N` resolved once, described the same way in
+every run manifest, bundle and bench row.
+
+The quantized reference stays FP32 on a GPU too: TF32 matmuls would round the inputs of every
+fake-quantized Linear to a 10-bit mantissa, so PyTorch and ONNX (and TensorRT's INT8 path) would
+no longer compute the same codes. `resolve_device` switches TF32 off for that reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import UserError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """`auto` → CUDA when a GPU is visible (the torchrun rank's LOCAL_RANK GPU), else CPU.
+    Asking for CUDA where there is none is bad input."""
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return torch.device("cpu")
+    kind, _, index = text.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise UserError(f"unknown --device '{spec}' (expected {DEVICE_CHOICES})")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {spec}: no CUDA GPU is visible here (torch {torch.__version__}); use --device cpu")
+    n = torch.cuda.device_count()
+    if index:
+        i = int(index)
+    else:  # under torchrun each rank takes its own GPU
+        i = int(os.environ.get("LOCAL_RANK", "0")) % n
+    if i >= n:
+        raise UserError(f"--device {spec}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.cuda.set_device(i)
+    return torch.device("cuda", i)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """`cpu` or `cuda:0 (NVIDIA H200)`: what manifests and bench rows record."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "cpu"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def amp_context(device: torch.device, enabled: bool):
+    """bf16 autocast for the frozen FP parts when `--amp` asks for it (a no-op otherwise)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(enabled))
+
+
+def peak_gpu_memory_mb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's parameters live (CPU for a module without any)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

@@ -1,0 +1,127 @@
+"""The torch backend in other precisions and on a GPU, on a bundle of the test-bed architecture
+(random weights: a 10 s export, no pretraining). The CUDA tests run only where a GPU is visible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from p4q_export.errors import UserError
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA events, FP16 on the GPU)")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("bench-cuda") / "bundle"
+    run_cli("--json", "export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(out), "--calib-images", "64", check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(bundle):
+    from p4q_export.data import load_dataset
+    from p4q_export.deploy.bundle import load_bundle
+    from p4q_export.runtime.inputs import dataset_inputs
+
+    return dataset_inputs(load_bundle(bundle), load_dataset("fashion-mnist", "test"), 0, 16)
+
+
+def _runner(bundle, **kw):
+    from p4q_export.runtime.base import open_runner
+
+    return open_runner(bundle, "torch", **kw)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_half_precisions_agree_with_fp32_on_cpu(bundle, images):
+    ref = _runner(bundle, precision="fp32")
+    assert ref.device.type == "cpu"
+    fp32 = ref.run_all(images)
+    for precision in ("bf16", "fp16"):  # both run on a CPU in torch >= 2.x (slowly: opt-in in bench)
+        r = _runner(bundle, precision=precision)
+        out = r.run_all(images)
+        assert r.precision == precision and set(out) == set(fp32)
+        assert out["logits"].dtype == np.float32 and out["logits"].shape == fp32["logits"].shape
+        assert _cosine(out["logits"], fp32["logits"]).min() > 0.99, precision
+        assert _cosine(out["embedding"], fp32["embedding"]).min() > 0.99, precision
+
+
+def test_torch_runner_refusals(bundle):
+    with pytest.raises(UserError, match="bf16"):
+        _runner(bundle, precision="int4")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            _runner(bundle, precision="fp32", device="cuda")
+
+
+def test_cpu_bench_of_torch_rows_says_cpu(bundle):
+    from p4q_export.bench.run import BenchRequest, run_bench
+
+    rep = run_bench(BenchRequest(bundle=bundle, device="cpu", batches=[2], iterations=2, warmup=1,
+                                 backends=["torch/fp32", "torch/bf16"]))
+    assert [(r["backend"], r["precision"], r["ran_on"]) for r in rep["results"]] == [("torch", "fp32", "cpu"), ("torch", "bf16", "cpu")]
+    assert rep["skipped"] == []
+
+
+@needs_gpu
+def test_cuda_bench_times_torch_on_the_gpu(bundle):
+    from p4q_export.bench.run import BenchRequest, run_bench
+
+    name = torch.cuda.get_device_name(torch.cuda.current_device())
+    rep = run_bench(BenchRequest(bundle=bundle, device="cuda", batches=[1, 8], iterations=5, warmup=2,
+                                 backends=["torch/fp32", "torch/fp16", "torch/bf16", "torch/int8", "ort/int8"]))
+    rows = {(r["backend"], r["precision"], r["batch"]): r for r in rep["results"]}
+    for precision in ("fp32", "fp16", "bf16", "int8"):
+        for batch in (1, 8):
+            r = rows[("torch", precision, batch)]
+            assert r["ran_on"].startswith("cuda:") and name in r["ran_on"], r
+            assert r["timer"] == "cuda-events" and r["includes_copy"] is False and r["peak_gpu_mb"] > 0
+            assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0
+    assert rows[("ort", "int8", 1)]["ran_on"] == "cpu"  # asked for: timed, and labelled honestly
+    # the other timing variant: host→device images and device→host logits inside each iteration
+    copy = run_bench(BenchRequest(bundle=bundle, device="cuda", batches=[8], iterations=5, warmup=2,
+                                  backends=["torch/fp16"], include_copy=True))["results"][0]
+    assert copy["includes_copy"] is True and copy["ran_on"] == rows[("torch", "fp16", 8)]["ran_on"]
+    # by default a cuda bench leaves the CPU-only ORT rows out, with the reason
+    plain = run_bench(BenchRequest(bundle=bundle, device="cuda", batches=[1], iterations=2, warmup=1, build_engines=False))
+    assert all(r["ran_on"] != "cpu" for r in plain["results"])
+    assert {s["backend"] for s in plain["skipped"]} >= {"ort", "ort-exact"}
+
+
+@needs_gpu
+def test_fp16_on_the_gpu_agrees_with_fp32(bundle, images):
+    fp32 = _runner(bundle, precision="fp32", device="cuda")
+    assert fp32.device.type == "cuda" and next(fp32.model.parameters()).is_cuda
+    ref = fp32(images)
+    cpu_ref = _runner(bundle, precision="fp32")(images)
+    assert _cosine(ref, cpu_ref).min() > 0.9999  # TF32 is off: FP32 on the GPU is FP32
+    for precision in ("fp16", "bf16"):
+        out = _runner(bundle, precision=precision, device="cuda")(images)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32
+        assert _cosine(out, ref).min() > 0.99, precision
+        assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.9, precision
+    # the fake-quant reference computes the same codes on the GPU as on the CPU
+    int8_gpu = _runner(bundle, precision="int8", device="cuda")(images)
+    int8_cpu = _runner(bundle, precision="int8")(images)
+    assert _cosine(int8_gpu, int8_cpu).min() > 0.999
+
+
+@needs_gpu
+def test_cuda_bench_cli(bundle, cli, tmp_path):
+    proc = cli("--json", "bench", str(bundle), "--device", "cuda", "--batch", "1,4", "--iterations", "3", "--warmup", "1",
+               "--no-build-engines", "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rep = json.loads(proc.stdout)
+    torch_rows = [r for r in rep["results"] if r["backend"] == "torch"]
+    assert rep["device"] == "cuda" and {r["precision"] for r in torch_rows} == {"fp32", "fp16", "bf16"}
+    assert all(r["ran_on"].startswith("cuda:") for r in rep["results"])
+    assert "CUDA events" in (tmp_path / "rep" / "bench.md").read_text()
