@@ -171,6 +171,7 @@ def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
     ref = reference[1]
     assert metrics["resumed_from_epoch"] == 1
     assert metrics["accuracy"] == ref["accuracy"]
+    assert len(metrics["history"]) == len(ref["history"]) == 4
     for a, b in zip(metrics["history"], ref["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
@@ -183,6 +184,7 @@ def test_torchrun_two_ranks_matches_one_process(testbed_model, reference, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(proc.stdout)  # only rank 0 prints
     ref = reference[1]
+    assert len(metrics["history"]) == len(ref["history"]) == 4
     for a, b in zip(metrics["history"], ref["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     for key in ("fp_zeroshot", "ptq_zeroshot"):

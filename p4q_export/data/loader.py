@@ -65,8 +65,9 @@ def image_batches(ds: ImageDataset, prep: TensorPreprocess, batch_size: int, dev
         yield prep.normalize(batch.to(device, non_blocking=cuda))
 
 
-def batch_count(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
+def tensor_batches(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """An in-memory tensor as consecutive `batch_size` slices (views, no copies)."""
+    return [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
 
 
 def preprocess_dataset(ds: ImageDataset, prep: TensorPreprocess, batch: int = 4096) -> torch.Tensor:

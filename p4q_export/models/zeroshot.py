@@ -44,11 +44,12 @@ class Accuracy:
 def encode_images(model, images, batch_size: int = 500, desc: str = "encoding", amp: bool = False) -> torch.Tensor:
     """Normalized image features [N, D] on the model's device, with a progress bar on stderr.
     `images`: one tensor (batched here) or an iterable of batches (streamed, e.g. `image_batches`)."""
+    from ..data.loader import tensor_batches
     from ..devices import amp_context, module_device
 
     device = module_device(model)
     if isinstance(images, torch.Tensor):
-        images = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+        images = tensor_batches(images, batch_size)
     feats = []
     with torch.no_grad(), amp_context(device, amp):
         for batch in progress_iter(images, desc=desc):

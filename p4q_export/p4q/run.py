@@ -59,11 +59,12 @@ class TrainedRun:
     def logits(self, images, batch_size: int = 500) -> torch.Tensor:
         """`images`: one tensor (cut into `batch_size` batches) or an iterable of batches (streamed);
         the prompts run through the text tower once."""
+        from ..data.loader import tensor_batches
         from ..devices import module_device
 
         device = module_device(self.model)
         if isinstance(images, torch.Tensor):
-            images = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+            images = tensor_batches(images, batch_size)
         text = self.class_embeddings()
         feats = torch.cat([self.image_features(batch.to(device)) for batch in images])
         return self.model.logit_scale.exp() * feats @ text.T

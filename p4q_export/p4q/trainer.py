@@ -152,7 +152,10 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     from ..models import load_model
     from ..models.zeroshot import zero_shot_classifier
 
+    from ..data import few_shot_indices
+
     check_recipe(recipe)
+    profile = recipe_profile(recipe) if recipe.method == "p4q" else None  # bad bits / observers before any work
     device = torch.device(device)
     if recipe.threads > 0:
         torch.set_num_threads(recipe.threads)
@@ -161,17 +164,18 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     for p in loaded.model.parameters():
         p.requires_grad_(False)
     train_ds = load_dataset(recipe.data, "train")
+    for seed in seed_list(recipe):  # every seed's few-shot sample is drawable
+        few_shot_indices(train_ds.labels, recipe.shots, seed)
     classnames = recipe_classnames(recipe, train_ds)
     templates = templates_for(train_ds.name)
     fp_text = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates, amp=recipe.amp)
     timings = {"load_s": round(time.perf_counter() - t0, 3)}
 
     quantized = recipe.method == "p4q"
-    model, profile, info = loaded.model, None, {}
+    model, info = loaded.model, {}
     if quantized:
         from ..quant.ptq import build_ptq_model
 
-        profile = recipe_profile(recipe)
         log(f"quantizing {loaded.name} ({recipe.profile} W{recipe.bits.replace('/', 'A')}, text {'on' if recipe.quantize_text else 'off'})")
         # only rank 0 writes into the run; the others calibrate identically into a scratch dir
         calib_dir = out_dir / "calibration" if dist.is_main else Path(tempfile.mkdtemp(prefix="p4q-calib-"))
@@ -462,9 +466,8 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str =
         if done is not None:  # rerunning a finished command is cheap: no PTQ, no evaluation
             log(f"{out} already holds this run, finished; its metrics stand (--force retrains)")
             return done if dist.is_main else None
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
+    # OUT is created by its first file (the calibration list), after prepare() has checked the
+    # recipe, the model and the data: bad input leaves nothing behind
     prep = prepare(recipe, out, dist, device=torch_device, workers=workers)
     calib = prep.ptq_info.get("calibration_list")
     per_seed: dict[int, dict] = {}

@@ -90,10 +90,6 @@ def fake_quantizers(module: nn.Module) -> dict[str, FakeQuantizer]:
     return {name: m for name, m in module.named_modules() if isinstance(m, FakeQuantizer)}
 
 
-def _batches(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    return [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
-
-
 @contextmanager
 def calibrating(module: nn.Module) -> Iterator[nn.Module]:
     """Inside the block every quantized layer under `module` runs in FP while its input quantizer
@@ -136,6 +132,7 @@ def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = 
     tower is quantized), then finalize all scales / zero points. Weights are re-calibrated too.
     `images`: one tensor (cut into `batch_size` batches here) or an iterable of batches on the
     model's device (streamed from disk; the observers see the same batches either way)."""
+    from ..data.loader import tensor_batches
     from ..devices import module_device
 
     layers = quant_layers(model)
@@ -144,7 +141,7 @@ def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = 
     if isinstance(images, torch.Tensor):
         if len(images) == 0:
             raise UserError("calibration needs at least one image")
-        images = _batches(images, batch_size)
+        images = tensor_batches(images, batch_size)
     text_quantized = bool(_text_layer_names(model))
     if text_quantized and text_tokens is None:
         raise UserError("the text tower is quantized: calibrate_clip needs text_tokens")
@@ -160,7 +157,7 @@ def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = 
             if seen == 0:
                 raise UserError("calibration needs at least one image")
             if text_quantized:
-                for batch in progress_iter(_batches(text_tokens, batch_size), desc="calibrating text tower"):
+                for batch in progress_iter(tensor_batches(text_tokens, batch_size), desc="calibrating text tower"):
                     model.encode_text(batch.to(device))
     finally:
         model.train(was_training)

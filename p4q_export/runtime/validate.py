@@ -117,6 +117,16 @@ def compare_logits(reference: np.ndarray, test: np.ndarray, tie_margin: float = 
     }
 
 
+def check_thresholds(cosine_min: float | None, top1_agreement_min: float | None, tie_cosine: float | None) -> None:
+    """Thresholds outside their range are bad input, not a failed check (None: not given)."""
+    if cosine_min is not None and not -1.0 <= cosine_min <= 1.0:
+        raise UserError(f"--cosine-min must be in [-1, 1], got {cosine_min}")
+    if top1_agreement_min is not None and not 0.0 <= top1_agreement_min <= 1.0:
+        raise UserError(f"--top1-agreement-min must be in [0, 1], got {top1_agreement_min}")
+    if tie_cosine is not None and not 0.0 <= tie_cosine < 1.0:
+        raise UserError(f"--tie-cosine must be in [0, 1), got {tie_cosine}")
+
+
 def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: str | None = None, limit: int | None = None,
                     cosine_min: float | None = None, top1_agreement_min: float | None = None, tie_cosine: float | None = None,
                     write: bool = True, device: str = "cpu", workers: int | None = None, **runner_opts) -> dict:
@@ -126,6 +136,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     from ..devices import describe_device, resolve_device
 
     started = time.time()
+    check_thresholds(cosine_min, top1_agreement_min, tie_cosine)  # the user's, before any work
     torch_device = resolve_device(device)
     if backend == "torch":
         raise UserError("validate compares a backend with the torch reference: use --backend ort, ort-exact or trt")
@@ -135,8 +146,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     cmin = cosine_min if cosine_min is not None else float(thresholds.get("cosine_min", 0.999))
     amin = top1_agreement_min if top1_agreement_min is not None else float(thresholds.get("top1_agreement_min", 0.99))
     tie = tie_cosine if tie_cosine is not None else float(thresholds.get("tie_cosine", 0.001))
-    if not 0.0 <= tie < 1.0:
-        raise UserError(f"tie cosine must be in [0, 1), got {tie}")
+    check_thresholds(cmin, amin, tie)
     runner = open_runner(bundle, backend, **runner_opts)
     reference = open_runner(bundle, "torch", device=str(torch_device))
     log(f"validating {backend} against the torch reference on {len(ds)} images of {spec} ...")
