@@ -148,11 +148,9 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
             device: torch.device | str = "cpu", workers: int | None = None) -> Prepared:
     """Load the model and data on `device`, quantize (p4q), and score FP / PTQ zero-shot on the
     test split (each rank encodes its share of it)."""
-    from ..data import load_dataset, templates_for
+    from ..data import few_shot_indices, load_dataset, templates_for
     from ..models import load_model
     from ..models.zeroshot import zero_shot_classifier
-
-    from ..data import few_shot_indices
 
     check_recipe(recipe)
     profile = recipe_profile(recipe) if recipe.method == "p4q" else None  # bad bits / observers before any work
