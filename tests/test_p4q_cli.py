@@ -141,6 +141,11 @@ def test_a_run_is_not_resumed_on_other_weights(testbed_model, reference, tmp_pat
     recipe = load_recipe(REPO / W8A8, [f"model={testbed_model}", "epochs=4", "calib_images=256", "eval_limit=1000",
                                        "cache_features=false", "threads=1", "shots=16", "seed=1"], TrainRecipe)
     assert finished_run_metrics(out, recipe, [1]) is None
+    from p4q_export.errors import UserError
+    from p4q_export.p4q.run import load_run
+
+    with pytest.raises(UserError, match="trained from other weights"):  # export and eval load runs this way
+        load_run(out)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["model_sha256"] and state["model_sha256"] != "0" * 64
     state["model_sha256"] = "0" * 64

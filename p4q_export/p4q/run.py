@@ -150,6 +150,10 @@ def load_run(run_dir, device: torch.device | str = "cpu") -> TrainedRun:
         first = next(iter(manifest["seed_runs"].values()))
         return load_run(run_dir / first, device)
     _verify_files(run_dir, manifest)
+    model_ref = manifest.get("model") or {}
+    if not same_weights_as_recorded(model_ref):  # prompts and calibration belong to the weights they were learned on
+        raise UserError(f"run {run_dir} was trained from other weights than {model_ref.get('path')} holds now "
+                        f"(SHA-256 {str(model_ref.get('weights_sha256'))[:12]} recorded); retrain it")
     metrics = _read_json(run_dir / METRICS, "run metrics")
     state = load_checkpoint(run_dir / CHECKPOINT)  # on the CPU; load_state_dict copies to the device
     if not state.get("done"):
