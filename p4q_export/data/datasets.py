@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
+from .classnames import resolve_classnames
 
 FASHION_MNIST_DIR = Path(os.environ.get("P4Q_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = [
@@ -215,18 +216,6 @@ def _load_digits(spec: DatasetSpec, split: str) -> ImageDataset:
 # --- image folders ---------------------------------------------------------------------------
 
 
-def _read_classnames_txt(path: Path) -> dict[str, str]:
-    """`folder name` or `folder<TAB|space>readable name` per line."""
-    mapping = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        folder, _, name = line.partition("\t") if "\t" in line else line.partition(" ")
-        mapping[folder] = (name or folder).strip()
-    return mapping
-
-
 def _load_imagefolder(spec: DatasetSpec, split: str) -> ImageDataset:
     root = Path(spec.path)  # type: ignore[arg-type]
     base = root
@@ -237,11 +226,9 @@ def _load_imagefolder(spec: DatasetSpec, split: str) -> ImageDataset:
     folders = sorted(p for p in base.iterdir() if p.is_dir())
     if not folders:
         raise UserError(f"no class folders in {base}")
-    names_file = root / "classnames.txt"
-    mapping = _read_classnames_txt(names_file) if names_file.is_file() else {}
-    classnames, files, labels = [], [], []
+    resolved = resolve_classnames([f.name for f in folders], root)
+    files, labels = [], []
     for label, folder in enumerate(folders):
-        classnames.append(mapping.get(folder.name, folder.name.replace("_", " ")))
         for f in sorted(folder.rglob("*")):
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(f)
@@ -252,9 +239,10 @@ def _load_imagefolder(spec: DatasetSpec, split: str) -> ImageDataset:
         name=f"imagefolder:{root}",
         split=split,
         labels=np.asarray(labels, dtype=np.int64),
-        classnames=classnames,
+        classnames=resolved.names,
         ids=[str(f.relative_to(root)) for f in files],
         files=files,
+        meta={"classnames_source": resolved.source},
     )
 
 
@@ -276,8 +264,10 @@ def _load_coop(spec: DatasetSpec, split: str) -> ImageDataset:
     names: dict[int, str] = {}
     for key in ("train", "val", "test"):
         for _, label, cname in table.get(key, []):
-            names[int(label)] = str(cname).replace("_", " ")
-    classnames = [names.get(i, str(i)) for i in range(max(names) + 1)]
+            names[int(label)] = str(cname)
+    # the split file names the classes; only WordNet ids there are turned into ImageNet names
+    resolved = resolve_classnames([names.get(i, str(i)) for i in range(max(names) + 1)],
+                                  None, fallback_source="split-file")
     files, labels = [], []
     for rel, label, _ in rows:
         path = next((r / rel for r in image_roots if (r / rel).is_file()), None)
@@ -289,7 +279,8 @@ def _load_coop(spec: DatasetSpec, split: str) -> ImageDataset:
         name=f"coop:{root}",
         split=split,
         labels=np.asarray(labels, dtype=np.int64),
-        classnames=classnames,
+        classnames=resolved.names,
         ids=[str(r[0]) for r in rows],
         files=files,
+        meta={"classnames_source": resolved.source},
     )

@@ -16,6 +16,7 @@ from ..errors import UserError
 CONFIG_DIR = Path(__file__).parent / "configs"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
+RANDOM_INIT_SEED = 0  # an open_clip NAME without a pretrained tag: random weights, the same every time
 TESTBED_ALIAS = "testbed"  # the project's pretrained test bed, from the cache (pretrained on first use)
 _registered = False
 
@@ -38,9 +39,13 @@ class LoadedModel:
     name: str  # open_clip model name (architecture)
     source: str  # what the user gave
     model_cfg: dict = field(default_factory=dict)
+    create_kwargs: dict = field(default_factory=dict)  # open_clip overrides, e.g. force_quick_gelu
 
     def describe(self) -> dict:
-        return {"name": self.name, "source": self.source, "model_cfg": self.model_cfg}
+        out = {"name": self.name, "source": self.source, "model_cfg": self.model_cfg}
+        if self.create_kwargs:  # only when set: older manifests stay comparable
+            out["create_kwargs"] = dict(self.create_kwargs)
+        return out
 
 
 def _read_dir_config(path: Path) -> dict:
@@ -68,6 +73,20 @@ def _check_checkpoint_file(path: Path) -> None:
         raise UserError(f"{path} holds no model weights")
 
 
+def create_kwargs_for(name: str, tag: str | None) -> dict:
+    """Extra `open_clip.create_model` kwargs for NAME:TAG. open_clip builds e.g. `ViT-B-32` with
+    nn.GELU even for the `openai` tag, which was trained with QuickGELU, and only warns: force
+    QuickGELU whenever the tag's pretrained config says so and the architecture does not."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    if not tag:
+        return {}
+    tag_quick_gelu = bool(get_pretrained_cfg(name, tag).get("quick_gelu", False))
+    arch_quick_gelu = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    return {"force_quick_gelu": True} if tag_quick_gelu and not arch_quick_gelu else {}
+
+
 def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     """`spec`: DIR (open_clip_config.json + weights), FILE (with open_clip_config.json beside it),
     NAME (random weights), NAME:TAG (open_clip pretrained tag), NAME:FILE, or `testbed`."""
@@ -77,9 +96,10 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     if spec == TESTBED_ALIAS:
         from .testbed import ensure_testbed
 
-        spec = str(ensure_testbed())
+        spec = str(ensure_testbed(device=str(device)))
     p = Path(spec)
     name_for_tokenizer: str
+    extra: dict = {}
     try:
         if p.is_dir():
             cfg = _read_dir_config(p)
@@ -112,8 +132,16 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
                 if not Path(tag).is_file():
                     raise UserError(f"model checkpoint not found: {tag}")
                 _check_checkpoint_file(Path(tag))
-            model = open_clip.create_model(name, pretrained=tag or None, device=device, weights_only=True)
+            extra = create_kwargs_for(name, tag)
+            # random weights (no tag) are seeded: every process, torchrun rank and command that
+            # names the same architecture gets the same model
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                model = open_clip.create_model(name, pretrained=tag or None, device=device, weights_only=True, **extra)
             model_cfg = open_clip.get_model_config(name) or {}
+            if extra.get("force_quick_gelu"):
+                # the manifest's model_cfg rebuilds the bundle reference: it must say QuickGELU
+                model_cfg["quick_gelu"] = True
             name_for_tokenizer = name
     except (RuntimeError, ValueError, FileNotFoundError, KeyError) as exc:
         msg = str(exc).splitlines()[0][:200]
@@ -130,4 +158,5 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
         name=name,
         source=spec,
         model_cfg=model_cfg,
+        create_kwargs=extra,
     )

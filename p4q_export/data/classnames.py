@@ -1,0 +1,82 @@
+"""One class-name resolver for every command that loads a folder dataset (train, eval, export,
+validate), so a run, its bundle and the data it is validated on always agree on the names.
+
+Order: the dataset's `classnames.txt`, then open_clip's ImageNet names when every class key is a
+WordNet id of ImageNet-1k (any subset of the 1000), else the key with underscores as spaces."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASSNAMES_FILE = "classnames.txt"
+SOURCE_FILE = "classnames.txt"
+SOURCE_IMAGENET = "imagenet-wnid"
+SOURCE_FOLDERS = "folders"
+_WNID = re.compile(r"n\d{8}")
+
+
+@dataclass(frozen=True)
+class ResolvedClassnames:
+    names: list[str]
+    source: str  # SOURCE_FILE, SOURCE_IMAGENET, the caller's fallback, or "classnames.txt+<other>"
+
+
+def read_classnames_txt(path: Path) -> dict[str, str]:
+    """`folder` or `folder<TAB|space>readable name` per line."""
+    mapping = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        folder, _, name = line.partition("\t") if "\t" in line else line.partition(" ")
+        mapping[folder] = (name or folder).strip()
+    return mapping
+
+
+def is_wnid(key: str) -> bool:
+    return _WNID.fullmatch(key) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_wnid_names() -> dict[str, str]:
+    """WordNet id → open_clip's ImageNet class name. IMAGENET_CLASSNAMES is index-aligned with
+    the sorted 1000 ImageNet-1k wnids; timm maintains that wnid list (and open_clip depends on
+    timm), so we do not ship our own. Empty when either is unavailable."""
+    try:
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+        from timm.data import ImageNetInfo
+    except ImportError as exc:
+        logging.getLogger(__name__).warning("ImageNet class names unavailable (%s); using folder names", exc)
+        return {}
+    wnids = list(ImageNetInfo("imagenet-1k").label_names())
+    if len(wnids) != len(IMAGENET_CLASSNAMES) or wnids != sorted(wnids):
+        # a changed list would silently mislabel every class: refuse it rather than guess
+        logging.getLogger(__name__).warning("timm's ImageNet-1k wnid list does not match open_clip's names")
+        return {}
+    return dict(zip(wnids, IMAGENET_CLASSNAMES))
+
+
+def resolve_classnames(keys: list[str], root: Path | str | None = None,
+                       fallback_source: str = SOURCE_FOLDERS) -> ResolvedClassnames:
+    """Readable names for class `keys` (folder names, in label order). `root` is where a
+    `classnames.txt` may sit; keys it does not name get the next rule's name."""
+    names_file = Path(root) / CLASSNAMES_FILE if root is not None else None
+    mapping = read_classnames_txt(names_file) if names_file is not None and names_file.is_file() else {}
+    imagenet = imagenet_wnid_names() if keys and all(is_wnid(k) for k in keys) else {}
+    if imagenet and all(k in imagenet for k in keys):
+        base, base_source = [imagenet[k] for k in keys], SOURCE_IMAGENET
+    else:  # a mix, or wnid-shaped ids outside ImageNet-1k: today's folder names
+        base, base_source = [k.replace("_", " ") for k in keys], fallback_source
+    covered = [k in mapping for k in keys]
+    names = [mapping[k] if c else b for k, c, b in zip(keys, covered, base)]
+    if all(covered):
+        source = SOURCE_FILE
+    elif any(covered):
+        source = f"{SOURCE_FILE}+{base_source}"
+    else:
+        source = base_source
+    return ResolvedClassnames(names, source)
