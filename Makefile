@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
+BENCH_SCALE_ARGS ?=
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench bench-scale lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +32,11 @@ test: setup lint
 
 bench: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.make_bench
+
+# ViT-B-32 train + eval on a synthetic ImageNet folder: a few minutes on a CPU, the full recipe on a GPU
+# (make bench-scale BENCH_SCALE_ARGS="--device cuda --amp").
+bench-scale: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.scale $(BENCH_SCALE_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check p4q_export tests scripts

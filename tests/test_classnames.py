@@ -144,7 +144,8 @@ def test_train_eval_export_validate_agree_on_imagenet_names(cli, testbed_model, 
                       "--set", f"model={testbed_model}", "--set", f"data={data}", "--set", "epochs=1",
                       "--set", "calib_images=6", "--set", "threads=2", "--json", env=env))
     assert train["n_eval"] == 12
-    assert json.loads((run / "run.json").read_text())["classnames"] == REAL_NAMES
+    run_manifest = json.loads((run / "run.json").read_text())
+    assert run_manifest["classnames"] == REAL_NAMES and run_manifest["classnames_source"] == SOURCE_IMAGENET
     assert torch.load(run / "checkpoint.pt", weights_only=True)["classnames"] == REAL_NAMES
     _json(cli("export", str(run), "--out", str(bundle), "--json", env=env))
     assert _bundle_names(bundle) == REAL_NAMES

@@ -103,6 +103,7 @@ def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, second
             "seed": prep.ptq_info.get("calib_seed"),
         },
         "classnames": list(prep.classnames),
+        "classnames_source": "recipe:" + recipe.classnames if recipe.classnames else prep.train_ds.meta.get("classnames_source"),
         "data": recipe.data,
         "device": metrics["device"],
         "files": files,
