@@ -144,3 +144,25 @@ def test_not_an_image_is_a_user_error(tmp_path):
     bad.write_bytes(b"definitely not a png")
     with pytest.raises(UserError, match="not a readable image"):
         open_image(bad)
+    with pytest.raises(UserError, match="not an image file: /dev/null"):
+        open_image("/dev/null")
+    with pytest.raises(UserError, match="not an image file"):
+        open_image(tmp_path)
+    with pytest.raises(UserError, match="image not found"):
+        open_image(tmp_path / "missing.png")
+
+
+def test_imagefolder_never_serves_the_same_images_as_both_splits(tmp_path, fashion_train):
+    """A flat folder of class folders is a test split only; train/ needs val/ (or test/) beside it."""
+    _write_imagefolder(tmp_path / "flat", fashion_train)
+    assert len(load_dataset(f"imagefolder:{tmp_path / 'flat'}", "test")) == 9
+    with pytest.raises(UserError, match="no train/ subfolder"):
+        load_dataset(f"imagefolder:{tmp_path / 'flat'}", "train")
+    _write_imagefolder(tmp_path / "split" / "train", fashion_train)
+    with pytest.raises(UserError, match="no val/ or test/"):
+        load_dataset(f"imagefolder:{tmp_path / 'split'}", "test")
+    _write_imagefolder(tmp_path / "split" / "val", fashion_train, per_class=2)
+    train = load_dataset(f"imagefolder:{tmp_path / 'split'}", "train")
+    test = load_dataset(f"imagefolder:{tmp_path / 'split'}", "test")
+    assert (len(train), len(test)) == (9, 6)
+    assert not set(train.ids) & set(test.ids)

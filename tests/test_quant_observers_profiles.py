@@ -85,3 +85,14 @@ def test_profile_user_errors(args, message):
 def test_unknown_observer_in_profile_is_user_error():
     with pytest.raises(UserError, match="unknown observer 'entropy'"):
         get_profile("paper", "4/4", a_observer="entropy")
+
+
+@pytest.mark.parametrize("name", ["trt", "ort-x86"])
+@pytest.mark.parametrize("observer", ["percentile", "percentile:99.9", "omse"])
+def test_deployable_profiles_refuse_clipping_weight_observers(name, observer):
+    """A clipping weight observer on the narrow ±127 grid leaves weights that PyTorch clamps to -127
+    and ONNX's QuantizeLinear saturates to -128: refused when the recipe is checked, not at export."""
+    with pytest.raises(UserError, match="minmax"):
+        get_profile(name, "8/8", w_observer=observer)
+    assert get_profile(name, "8/8", w_observer="minmax").w_observer == "minmax"
+    assert get_profile("paper", "8/8", w_observer=observer).w_observer == observer  # research profile: any

@@ -90,3 +90,32 @@ def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli
     trained = metrics["accuracy"]["trained"]
     trained = trained["top1"] if isinstance(trained, dict) else trained
     assert abs(top1 - trained) <= 0.005, (top1, trained)
+
+
+def test_ort_x86_run_keeps_7_bit_adapter_weights_and_passes_the_fast_path(testbed_model, tmp_path, cli, repo_root):
+    """`adapter_bits: 8` must not give an ort-x86 bundle full-range INT8 adapter weights (the ones
+    that saturate ORT's u8s8 kernels on CPUs without VNNI): the profile's 7-bit grid caps them."""
+    import torch
+
+    from p4q_export.deploy.bundle import load_bundle
+    from p4q_export.runtime.torch_runner import TorchRunner
+
+    run = tmp_path / "run"
+    cli("--json", "train", "--recipe", str(repo_root / "recipes" / "testbed-p4q-w8a8.yaml"), "--set", f"model={testbed_model}",
+        "--set", "profile=ort-x86", "--set", "epochs=2", "--set", "eval_limit=500", "--set", "calib_images=256",
+        "--device", "cpu", "--out", str(run), check=True)
+    out = tmp_path / "bundle"
+    _export(cli, run, out, "--uint8-input", "--device", "cpu")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["profile"]["name"] == "ort-x86" and manifest["reference"]["config"]["adapter"]["bits"] == 8
+    adapter = TorchRunner(load_bundle(out)).model.adapter
+    for layer in (adapter.fc.in_fc, adapter.fc.out_fc):
+        w = layer.weight_quantizer
+        assert (w.bits, w.qmin, w.qmax) == (7, -63, 63) and layer.input_quantizer.bits == 8
+        codes = torch.round(layer.weight / w.scale.view(-1, 1))
+        assert codes.abs().max() <= 63  # the exported weights' int8 codes stay inside the 7-bit grid
+    proc = cli("--json", "validate", str(out), "--backend", "ort", "--ort-mode", "fast", "--data", "fashion-mnist",
+               "--limit", LIMIT)
+    r = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert r["backend"] == "ort" and r["passed"] is True and r["cosine_min"] >= 0.999

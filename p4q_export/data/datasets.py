@@ -83,6 +83,8 @@ class ImageDataset:
 
 def open_image(path: Path | str) -> Image.Image:
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise UserError(f"not an image file: {p} (a {'directory' if p.is_dir() else 'device or special file'})")
     if not p.is_file():
         raise UserError(f"image not found: {p}")
     try:
@@ -216,13 +218,27 @@ def _load_digits(spec: DatasetSpec, split: str) -> ImageDataset:
 # --- image folders ---------------------------------------------------------------------------
 
 
+def imagefolder_split_dir(root: Path, split: str) -> Path:
+    """ROOT/train for the train split, ROOT/test or ROOT/val for the test split. A folder of class
+    folders alone serves the test split only (eval, validate): training and calibration on it would
+    use the very images they are scored on."""
+    train = root / "train"
+    test = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if split == "train":
+        if not train.is_dir():
+            raise UserError(f"imagefolder:{root} has no train/ subfolder: training and calibration need train/ "
+                            "beside val/ (or test/), else they would use the images they are scored on")
+        return train
+    if test is None:
+        if train.is_dir():
+            raise UserError(f"imagefolder:{root} has train/ but no val/ or test/ subfolder to score on")
+        return root
+    return test
+
+
 def _load_imagefolder(spec: DatasetSpec, split: str) -> ImageDataset:
     root = Path(spec.path)  # type: ignore[arg-type]
-    base = root
-    for candidate in ((split,) if split == "train" else ("test", "val")):
-        if (root / candidate).is_dir():
-            base = root / candidate
-            break
+    base = imagefolder_split_dir(root, split)
     folders = sorted(p for p in base.iterdir() if p.is_dir())
     if not folders:
         raise UserError(f"no class folders in {base}")

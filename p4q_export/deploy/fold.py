@@ -182,7 +182,8 @@ def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_
             "dim": int(in_fc.in_features),
             "reduction": int(in_fc.in_features // in_fc.out_features),
             "ratio": float(adapter.ratio),
-            "bits": int(in_fc.weight_quantizer.bits),  # quantized: the run has a profile and load_run refuses unfinished runs
+            # the adapter's bits (its activations'); QAdapter caps the weights by the profile again
+            "bits": int(in_fc.input_quantizer.bits),
         }
     module = _assemble(run.model.visual, class_emb, logit_scale, adapter, loaded, uint8_input, with_embedding)
     metrics = run.metrics or {}

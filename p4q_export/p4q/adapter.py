@@ -3,7 +3,9 @@
     f' = normalize(ratio · out_fc(relu(in_fc(f))) + (1 − ratio) · f)
 
 in_fc is d → d/reduction (with bias), out_fc d/reduction → d. With a quantization profile both
-layers are QuantLinear with their own bits (8-bit weights and activations by default). As in the
+layers are QuantLinear with their own bits (8-bit weights and activations by default); a
+deployable profile's weight grid caps the weights (ort-x86: 7 bits, the towers' grid), so the
+adapter runs on the same kernels as the rest of the exported graph. As in the
 official code the adapter trains in full precision and is calibrated on the training features
 afterwards (`calibrate`), which fixes its activation ranges and switches its quantization on.
 """
@@ -34,8 +36,9 @@ class QAdapter(nn.Module):
         if profile is not None:
             from ..quant import QuantLinear
 
-            in_fc = QuantLinear.from_linear(in_fc, profile, w_bits=bits, a_bits=bits)
-            out_fc = QuantLinear.from_linear(out_fc, profile, w_bits=bits, a_bits=bits)
+            w_bits = min(bits, profile.w_bits) if profile.exportable else bits
+            in_fc = QuantLinear.from_linear(in_fc, profile, w_bits=w_bits, a_bits=bits)
+            out_fc = QuantLinear.from_linear(out_fc, profile, w_bits=w_bits, a_bits=bits)
         self.fc = nn.Sequential(OrderedDict([("in_fc", in_fc), ("relu", nn.ReLU()), ("out_fc", out_fc)]))
         self.ratio = ratio
         self.quantized = profile is not None

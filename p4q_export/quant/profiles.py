@@ -93,6 +93,11 @@ def get_profile(
             raise UserError(
                 f"profile '{key}' needs symmetric per-tensor activations; use --profile paper for others"
             )
+        if (w_observer or "minmax") != "minmax":
+            # the weight grid is narrow (±127): a clipping observer leaves weights below -127·s, which
+            # PyTorch clamps to -127 and ONNX's QuantizeLinear saturates to -128
+            raise UserError(f"profile '{key}' quantizes weights with minmax (narrow range ±127), got weight observer "
+                            f"'{w_observer}'; use --profile paper for other weight observers")
         # 7-bit weights: ORT's u8s8 kernels saturate full-range int8 weights on CPUs without VNNI.
         return QuantProfile(
             name=key,
