@@ -18,6 +18,10 @@ import yaml
 from .errors import UserError
 
 T = TypeVar("T")
+# One calibration sample for train, `eval --quant` and `export MODEL`, so a bundle's PTQ is the one
+# `eval` reports: the official P4Q setup's 1,280 training images (10 batches of 128), seed 0.
+CALIB_IMAGES = 1280
+CALIB_SEED = 0
 
 
 @dataclasses.dataclass
@@ -55,8 +59,8 @@ class TrainRecipe:
     act_observer: str = "minmax"  # minmax | percentile | omse
     act_symmetric: bool = True  # paper profile only: false = asymmetric activations (official)
     act_per_channel: bool = False  # paper profile only: channel-wise activations (official)
-    calib_images: int = 1280
-    calib_seed: int = 0
+    calib_images: int = CALIB_IMAGES
+    calib_seed: int = CALIB_SEED
     # prompt learner
     n_ctx: int = 16
     ctx_init: str = ""  # e.g. "a photo of a" (sets n_ctx); empty = random init std 0.02

@@ -3,12 +3,14 @@ exported BUNDLE. One entry point so the CLI stays a thin shell."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .config import CALIB_IMAGES, CALIB_SEED
 from .data import image_batches, load_dataset, parse_spec, templates_for
 from .data.samplers import eval_subset
 from .deploy.bundle import MANIFEST, ONNX_FILE
@@ -27,8 +29,8 @@ class EvalRequest:
     quantize_text: bool = False
     backend: str | None = None  # None: torch for models and runs, ort-exact for bundles
     limit: int = 0
-    calib_images: int = 1280
-    calib_seed: int = 0
+    calib_images: int = CALIB_IMAGES
+    calib_seed: int = CALIB_SEED
     act_observer: str | None = None
     weight_observer: str | None = None
     device: str = "auto"  # models and runs (torch); a bundle's backend picks its own
@@ -83,9 +85,10 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> dict:
 
         profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
         calib = load_dataset(req.data, split="train")
-        model, info = build_ptq_model(
-            loaded, profile, req.quantize_text, calib, n_calib=req.calib_images, seed=req.calib_seed, workers=req.workers
-        )
+        with tempfile.TemporaryDirectory(prefix="p4q-eval-calib-") as calib_dir:  # eval writes nothing
+            model, info = build_ptq_model(loaded, profile, req.quantize_text, calib, n_calib=req.calib_images,
+                                          seed=req.calib_seed, calibration_dir=calib_dir, workers=req.workers)
+        info.pop("calibration_list")  # a path that no longer exists; the hashes identify the sample
         mode = "ptq_zeroshot"
     elif req.bits or req.act_observer or req.weight_observer:
         raise UserError("--bits and the observers need --quant PROFILE")

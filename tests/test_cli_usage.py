@@ -176,3 +176,10 @@ def test_real_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["p4q-export", "bug"])
     with pytest.raises(RuntimeError, match="a real bug"):
         cli.main()
+
+
+def test_importing_the_cli_loads_neither_torch_nor_numpy():
+    """`--help` and usage errors stay fast: the heavy libraries load inside the commands."""
+    code = "import sys, p4q_export.cli; print(sorted({'torch', 'numpy', 'onnx'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -129,3 +129,24 @@ def test_changed_or_truncated_files_are_user_errors(bundle, tmp_path, cli):
         proc = cli("validate", str(copy), "--data", "fashion-mnist", "--limit", "10")
         assert proc.returncode == 2 and "changed after export" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and not (copy / "validation.json").exists()
+
+
+def test_export_eval_and_train_calibrate_on_the_same_sample(tmp_path):
+    """`export MODEL`, `eval --quant` and `train` share one calibration definition (1,280 seeded
+    training images), so the bundle's PTQ is the one eval reports; eval leaves no file behind."""
+    from conftest import REPO, run_cli
+
+    from p4q_export.config import CALIB_IMAGES, TrainRecipe
+    from p4q_export.evaluate import EvalRequest
+
+    assert TrainRecipe().calib_images == EvalRequest(target="x").calib_images == CALIB_IMAGES == 1280
+    out = tmp_path / "bundle"
+    run_cli("--json", "export", "p4q-testbed", "--data", "digits", "--out", str(out), "--device", "cpu", check=True)
+    ptq = json.loads((out / "manifest.json").read_text())["ptq"]
+    before = sorted((REPO / "calibration").iterdir())
+    proc = run_cli("--json", "eval", "p4q-testbed", "--data", "digits", "--quant", "trt", "--limit", "50", "--device", "cpu",
+                   check=True)
+    q = json.loads(proc.stdout)["quantization"]
+    assert ptq["n_calib"] == q["n_calib"] == CALIB_IMAGES
+    assert ptq["calibration_sha256"] == q["calibration_sha256"]
+    assert sorted((REPO / "calibration").iterdir()) == before

@@ -29,7 +29,7 @@ def _export(source: str, out: Path) -> Path:
         return out
     print(f"exporting {source} -> {out} (first run only)", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", "p4q_export.cli", "export", source, "--data", "fashion-mnist", "--profile", "ort-x86",
-           "--embedding", "--force", "--out", str(out)]
+           "--calib-images", "256", "--embedding", "--force", "--out", str(out)]  # timing only: a smaller calibration
     proc = subprocess.run(cmd, env=dict(os.environ, P4Q_NO_PROGRESS="1"), check=False)
     if proc.returncode != 0:
         raise SystemExit(f"export of {source} failed (exit {proc.returncode})")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..config import CALIB_IMAGES
 from ._common import AmpOpt, DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
@@ -18,7 +19,7 @@ def eval_command(
     quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize the text tower too.")] = False,
     backend: Annotated[str | None, typer.Option("--backend", help="torch (reference; default for models and runs), ort, ort-exact (default for bundles) or trt.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Evaluate on a fixed subset of N test images (0 = all).")] = 0,
-    calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant.")] = 1280,
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant (the same seeded sample as `train` and `export MODEL`).")] = CALIB_IMAGES,
     act_observer: Annotated[str | None, typer.Option("--act-observer", help="Activation observer for --quant: minmax, percentile[:P] or omse.")] = None,
     weight_observer: Annotated[str | None, typer.Option("--weight-observer", help="Weight observer for --quant: minmax, percentile[:P] or omse.")] = None,
     device: DeviceOpt = "auto",

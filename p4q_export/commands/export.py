@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..config import CALIB_IMAGES
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
@@ -17,8 +18,9 @@ def export(
     profile: Annotated[str | None, typer.Option("--profile", help="trt (TensorRT INT8) or ort-x86 (7-bit weights for ORT on CPUs without VNNI). Default: the run's profile, trt for a MODEL.")] = None,
     data: DataOpt = None,
     uint8_input: Annotated[bool, typer.Option("--uint8-input", help="Fold mean/std into the graph: input uint8 NCHW 0-255.")] = False,
-    calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for a bare MODEL (PTQ on --data's training split). "
-                                        "1280 is the paper's setting; 256 keeps a ViT-B export within 2 minutes on 2 CPU cores.")] = 256,
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for a bare MODEL (PTQ on --data's training split, "
+                                        "the same seeded sample as `train` and `eval --quant`). 1280 is the paper's setting; "
+                                        "256 keeps a ViT-B export on 2 CPU cores within 2 minutes.")] = CALIB_IMAGES,
     embedding: Annotated[bool, typer.Option("--embedding/--no-embedding", help="Also output the normalized image embedding ('embedding'): "
                                             "for retrieval, and what `validate` compares.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds something.")] = False,

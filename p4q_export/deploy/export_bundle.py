@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import CALIB_IMAGES
 from ..errors import UserError
 from ..manifest import versions
 from ..progress import log
@@ -77,7 +78,7 @@ def _manifest(folded: FoldedModel, report, expected_layers: int, started: float,
     }
 
 
-def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = 256,
+def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = CALIB_IMAGES,
                   uint8_input: bool = False, with_embedding: bool = True, force: bool = False, device: str = "auto",
                   workers: int | None = None) -> dict:
     from ..devices import describe_device, resolve_device

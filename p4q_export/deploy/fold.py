@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import CALIB_IMAGES, CALIB_SEED
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,8 @@ def _assemble(visual, class_embeddings, logit_scale, adapter, loaded, uint8_inpu
     return DeployModel(visual, FoldedHead(class_embeddings, logit_scale), adapter, norm, with_embedding).eval()
 
 
-def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int = 1280,
-               uint8_input: bool = False, with_embedding: bool = False, seed: int = 0,
+def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int = CALIB_IMAGES,
+               uint8_input: bool = False, with_embedding: bool = False, seed: int = CALIB_SEED,
                calibration_dir="calibration", device: torch.device | str = "cpu", workers: int | None = None) -> FoldedModel:
     """A bare MODEL: PTQ of the image tower on DATA's training split, zero-shot template head."""
     from ..data import load_dataset, parse_spec, templates_for

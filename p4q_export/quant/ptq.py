@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import CALIB_IMAGES, CALIB_SEED
 from ..data import (
     ImageDataset,
     calibration_indices,
@@ -32,8 +33,8 @@ def build_ptq_model(
     profile: QuantProfile,
     quantize_text: bool,
     calib: ImageDataset,
-    n_calib: int = 1280,
-    seed: int = 0,
+    n_calib: int = CALIB_IMAGES,
+    seed: int = CALIB_SEED,
     calibration_dir: Path | str = "calibration",
     batch_size: int = 128,
     workers: int | None = None,
