@@ -158,3 +158,34 @@ def test_text_tower_needs_tokens(vit_b32):
     q = quantize_clip(copy.deepcopy(model), get_profile("trt"), quantize_text=True)
     with pytest.raises(UserError, match="text_tokens"):
         calibrate_clip(q, images)
+
+
+def test_text_calibration_observes_only_what_prompts_run(vit_b32):
+    """Text calibration runs the tower cut after the batch's last EOS, as learned prompts run in
+    training and export: the padding positions of the 77-token context are never observed."""
+    model, images, tokens = vit_b32
+    qmodel = quantize_clip(copy.deepcopy(model), get_profile("trt"), quantize_text=True)
+    first = qmodel.transformer.resblocks[0].mlp.c_fc
+    lengths = []
+    hook = first.register_forward_pre_hook(lambda _m, args: lengths.append(args[0].shape[1]))
+    calibrate_clip(qmodel, images[:1], tokens, batch_size=8)
+    hook.remove()
+    longest = int(tokens.argmax(dim=-1).max()) + 1  # the EOS token has the largest id
+    assert lengths == [longest] and longest < tokens.shape[1] == 77
+
+
+def test_adapter_calibrates_on_the_fp_forward_like_the_towers():
+    """QAdapter.calibrate uses `calibrating`: out_fc's input range is observed on the FP forward
+    (in_fc's weights not quantized), as every tower layer is."""
+    from p4q_export.p4q.adapter import QAdapter
+
+    torch.manual_seed(0)
+    adapter = QAdapter(64, profile=get_profile("trt"), bits=8)
+    adapter.set_quantization(False)
+    feats = torch.randn(256, 64) * 3
+    adapter.calibrate(feats)
+    in_fc, out_fc = adapter.fc.in_fc, adapter.fc.out_fc
+    fp_hidden = F.relu(F.linear(feats, in_fc.weight, in_fc.bias))
+    assert out_fc.input_quantizer.scale.item() == pytest.approx(fp_hidden.abs().max().item() / 127, rel=1e-6)
+    assert in_fc.input_quantizer.scale.item() == pytest.approx(feats.abs().max().item() / 127, rel=1e-6)
+    assert all(q.enabled for q in adapter.quantizers())

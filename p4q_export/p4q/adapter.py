@@ -54,20 +54,15 @@ class QAdapter(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, features: torch.Tensor) -> None:
-        """Observe the layers' inputs on `features` (raw image features), fix their scales from
-        the current weights, and switch quantization on."""
+        """Observe the layers' inputs on the FP forward of `features` (raw image features), as the
+        towers are calibrated (`calibrating`), fix the weights' scales, and switch quantization on."""
         if not self.quantized:
             return
-        layers = [self.fc.in_fc, self.fc.out_fc]
-        for layer in layers:
-            layer.calibrate_weight()
-            layer.input_quantizer.reset_observer()
-            layer.input_quantizer.calibrating = True
+        from ..quant import calibrating
+
+        with calibrating(self):
+            self.fc(features)
         self.set_quantization(True)
-        self.fc(features)
-        for layer in layers:
-            layer.input_quantizer.finalize()
-            layer.input_quantizer.calibrating = False
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         mixed = self.ratio * self.fc(features) + (1.0 - self.ratio) * features

@@ -134,6 +134,7 @@ def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = 
     model's device (streamed from disk; the observers see the same batches either way)."""
     from ..data.loader import tensor_batches
     from ..devices import module_device
+    from ..models.text import encode_tokens
 
     layers = quant_layers(model)
     if not layers:
@@ -158,7 +159,7 @@ def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = 
                 raise UserError("calibration needs at least one image")
             if text_quantized:
                 for batch in progress_iter(tensor_batches(text_tokens, batch_size), desc="calibrating text tower"):
-                    model.encode_text(batch.to(device))
+                    encode_tokens(model, batch.to(device))  # cut after EOS, as prompts run: no padding observed
     finally:
         model.train(was_training)
     missed = [name for name, layer in layers.items() if not layer.input_quantizer.is_calibrated]
