@@ -31,10 +31,16 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
     if not torch.cuda.is_available():
         raise UserError(f"--device {spec}: no CUDA GPU is visible here (torch {torch.__version__}); use --device cpu")
     n = torch.cuda.device_count()
-    if index:
-        i = int(index)
-    else:  # under torchrun each rank takes its own GPU
-        i = int(os.environ.get("LOCAL_RANK", "0")) % n
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one GPU per rank, from LOCAL_RANK (nccl refuses a shared GPU)
+        if index:
+            raise UserError(f"--device {spec}: under torchrun each rank takes the GPU of its LOCAL_RANK; use --device cuda")
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if ranks_here > n:
+            raise UserError(f"torchrun starts {ranks_here} ranks on this machine but it has {n} CUDA device(s): "
+                            f"use --nproc_per_node {n}, or --device cpu")
+        i = int(os.environ.get("LOCAL_RANK", "0"))
+    else:
+        i = int(index) if index else 0
     if i >= n:
         raise UserError(f"--device {spec}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -55,6 +61,12 @@ def describe_device(device: torch.device | str) -> str:
 def amp_context(device: torch.device, enabled: bool):
     """bf16 autocast for the frozen FP parts when `--amp` asks for it (a no-op otherwise)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(enabled))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock reading covers it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def peak_gpu_memory_mb(device: torch.device) -> float | None:

@@ -51,7 +51,9 @@ def evaluate(req: EvalRequest) -> dict:
     if _is_bundle(target):
         from .runtime.validate import evaluate_bundle
 
-        return evaluate_bundle(target, req.data, backend=req.backend or "ort-exact", limit=req.limit or None, workers=req.workers)
+        backend = req.backend or "ort-exact"
+        opts = {"device": req.device} if backend == "torch" else {}  # the other backends pick their own
+        return evaluate_bundle(target, req.data, backend=backend, limit=req.limit or None, workers=req.workers, **opts)
     from .p4q.run import is_run_dir
 
     device = resolve_device(req.device)

@@ -24,7 +24,7 @@ from p4q_export.data import few_shot_indices
 from p4q_export.data.samplers import calibration_indices
 from p4q_export.p4q.distributed import DistContext
 from p4q_export.p4q.features import CachedFeatures, ImageSource
-from p4q_export.p4q.trainer import prepare
+from p4q_export.p4q.prepare import prepare
 
 
 def main() -> None:

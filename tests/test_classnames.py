@@ -67,7 +67,7 @@ def test_1000_wnid_folders_equal_open_clip_imagenet_names(tmp_path):
     from timm.data import ImageNetInfo
 
     from p4q_export.config import TrainRecipe
-    from p4q_export.p4q.trainer import recipe_classnames
+    from p4q_export.p4q.recipe import recipe_classnames
 
     pixel = np.full((4, 4), 128, dtype=np.uint8)
     for wnid in ImageNetInfo().label_names():

@@ -184,10 +184,11 @@ def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
 def test_torchrun_two_ranks_matches_one_process(testbed_model, reference, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "p4q_export.cli", *short_args(testbed_model, out)]
+           "-m", "p4q_export.cli", *short_args(testbed_model, out), "--device", "cpu"]  # gloo ranks, even beside a GPU
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(proc.stdout)  # only rank 0 prints
+    assert metrics["device"] == "cpu"
     ref = reference[1]
     assert len(metrics["history"]) == len(ref["history"]) == 4
     for a, b in zip(metrics["history"], ref["history"]):

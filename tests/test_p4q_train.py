@@ -12,9 +12,11 @@ import torch.nn.functional as F
 
 from p4q_export.config import TrainRecipe
 from p4q_export.p4q.distributed import DistContext
+from p4q_export.p4q.learner import batch_loss, build_learner
 from p4q_export.p4q.losses import p4q_loss
+from p4q_export.p4q.prepare import prepare
 from p4q_export.p4q.schedule import adapter_lr, epoch_order, prompt_lr
-from p4q_export.p4q.trainer import batch_loss, build_learner, prepare, train_seed
+from p4q_export.p4q.trainer import train_seed
 
 
 def test_loss_matches_hand_computation():

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..config import TrainRecipe
 from ..p4q.distributed import DistContext
-from ..p4q.trainer import prepare, train_seed, view_count
+from ..p4q.prepare import prepare
+from ..p4q.recipe import view_count
+from ..p4q.trainer import train_seed
 
 
 def benchmark_cache_speedup(recipe: TrainRecipe | None = None, epochs: int = 2, seed: int | None = None,

@@ -119,9 +119,23 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def check_device(device: str):
-    """The torch.device the torch rows run on: CPU for cpu and jetson, the GPU for cuda (None when
-    only TensorRT sees the GPU: a CPU-only PyTorch build). No GPU for cuda is bad input."""
+def split_device(device: str) -> tuple[str, str]:
+    """`--device` → (kind: cpu|cuda|jetson, the torch device spec of the GPU): `auto` is cuda where
+    PyTorch sees a GPU, `cuda:N` is the cuda kind on GPU N."""
+    import torch
+
+    text = str(device).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = text.partition(":")
+    if kind == "cuda" and index:
+        return "cuda", text
+    return text, "cuda"
+
+
+def check_device(device: str, gpu: str = "cuda"):
+    """The torch.device the torch rows run on: CPU for cpu and jetson, the GPU `gpu` for cuda (None
+    when only TensorRT sees the GPU: a CPU-only PyTorch build). No GPU for cuda is bad input."""
     import torch
 
     if device not in DEVICES:
@@ -134,7 +148,7 @@ def check_device(device: str):
     from ..devices import resolve_device
 
     try:
-        return resolve_device("cuda")
+        return resolve_device(gpu)
     except UserError as exc:
         from ..runtime.trt_engine import gpu_info
 
@@ -230,7 +244,8 @@ def random_inputs(bundle, batch: int, seed: int = 0) -> np.ndarray:
 def run_bench(req: BenchRequest) -> dict:
     from ..deploy.bundle import load_bundle
 
-    torch_device = check_device(req.device)
+    req.device, gpu = split_device(req.device)
+    torch_device = check_device(req.device, gpu)
     if req.iterations < 1 or req.warmup < 0:
         raise UserError("--iterations must be >= 1 and --warmup >= 0")
     bundle = load_bundle(req.bundle)

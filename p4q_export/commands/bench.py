@@ -13,7 +13,7 @@ from ._common import JsonOpt, emit
 
 def bench(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `p4q-export export`).")],
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or jetson.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, jetson, or auto (cuda where PyTorch sees a GPU).")] = "cpu",
     host: Annotated[str | None, typer.Option("--host", help="Run on USER@HOST over SSH (the bundle is copied there).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, e.g. 1,8,32.")] = "1,8,32",
     iterations: Annotated[int, typer.Option("--iterations", help="Timed iterations per batch size.")] = 20,

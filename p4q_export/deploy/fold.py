@@ -116,7 +116,8 @@ def _reference_config(loaded, profile, adapter_cfg, classnames, embed_dim, uint8
 def _assemble(visual, class_embeddings, logit_scale, adapter, loaded, uint8_input, with_embedding) -> DeployModel:
     prep = loaded.preprocess
     norm = InputNormalize(prep.mean, prep.std) if uint8_input else None
-    return DeployModel(visual, FoldedHead(class_embeddings, logit_scale), adapter, norm, with_embedding).eval()
+    model = DeployModel(visual, FoldedHead(class_embeddings, logit_scale), adapter, norm, with_embedding)
+    return model.to(class_embeddings.device).eval()  # InputNormalize starts on the CPU
 
 
 def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int = CALIB_IMAGES,

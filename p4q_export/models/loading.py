@@ -12,25 +12,10 @@ import torch
 
 from ..data.preprocess import TensorPreprocess
 from ..errors import UserError
+from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-CONFIG_FILE = "open_clip_config.json"
-WEIGHTS_FILE = "open_clip_pytorch_model.bin"
 RANDOM_INIT_SEED = 0  # an open_clip NAME without a pretrained tag: random weights, the same every time
 TESTBED_ALIAS = "testbed"  # the project's pretrained test bed, from the cache (pretrained on first use)
-_registered = False
-
-
-def register_project_configs() -> None:
-    """Make `p4q-testbed` etc. known to open_clip.create_model by name."""
-    global _registered
-    if not _registered:
-        import open_clip
-
-        open_clip.add_model_config(CONFIG_DIR)
-        _registered = True
-
-
 @dataclass
 class LoadedModel:
     model: torch.nn.Module

@@ -25,13 +25,7 @@ from ..data import load_dataset, preprocess_dataset, templates_for
 from ..errors import UserError
 from ..manifest import file_sha256, versions, write_json_atomic
 from ..progress import log, progress_iter
-from .loading import (
-    CONFIG_DIR,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    load_model,
-    register_project_configs,
-)
+from .registry import CONFIG_DIR, CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .zeroshot import encode_images, topk_accuracy, zero_shot_classifier
 
 
@@ -197,7 +191,8 @@ def cached_pretrain(recipe: PretrainRecipe, out_dir: Path | str, force: bool = F
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError:
             manifest = {}
-        if manifest.get("recipe_sha256") == recipe_hash(recipe) and (out_dir / WEIGHTS_FILE).is_file():
-            load_model(str(out_dir))  # fails loudly on a damaged cache
+        files = manifest.get("files") or {}
+        intact = bool(files) and all((out_dir / f).is_file() and file_sha256(out_dir / f) == h for f, h in files.items())
+        if manifest.get("recipe_sha256") == recipe_hash(recipe) and intact:  # a damaged cache is pretrained again
             return manifest, True
     return pretrain(recipe, out_dir, device), False

@@ -15,7 +15,7 @@ from ..config import TrainRecipe, recipe_dict, recipe_hash
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .trainer import Learner
+    from .learner import Learner
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "p4q-export/checkpoint-1"

@@ -142,6 +142,10 @@ def eval_features(model: nn.Module, images: ImageSource, labels, quantized: bool
                 f_chunks.append(F.normalize(model.encode_image(batch).float(), dim=-1))
         else:
             f_chunks.append(F.normalize(s, dim=-1))
+    if not s_chunks:  # more ranks than images to share: this rank's part is empty
+        from .adapter import feature_dim
+
+        s_chunks = f_chunks = [torch.empty(0, feature_dim(model), device=device)]
     student, fp = (torch.cat(c) for c in (s_chunks, f_chunks))
     if dist is not None and dist.enabled:
         student, fp = dist.gather_rows(student, n), dist.gather_rows(fp, n)

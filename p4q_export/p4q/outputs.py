@@ -3,6 +3,7 @@ or their mean ± std over several seeds."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,11 +13,26 @@ from ..config import recipe_dict
 from .checkpoint import CHECKPOINT
 
 if TYPE_CHECKING:
-    from .trainer import Prepared, SeedResult
+    from .learner import Learner
+    from .prepare import Prepared
 
 RUN_MANIFEST = "run.json"
 METRICS = "metrics.json"
 RUN_KIND = "p4q-export/run"
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    top1: float | None
+    top5: float | None
+    history: list
+    train_seconds: float
+    resumed_from: int
+    learner: Learner
+    cache_seconds: float = 0.0  # building the feature cache (0 when uncached)
+    epoch_seconds: list = field(default_factory=list)  # wall time of each epoch trained here
+    eval_seconds: float = 0.0
 
 
 def seed_run_dir(out: Path, seed: int, seeds: list[int]) -> Path:
@@ -26,36 +42,6 @@ def seed_run_dir(out: Path, seed: int, seeds: list[int]) -> Path:
 
 def seed_run_name(seed: int) -> str:
     return f"seed-{seed}"
-
-
-def weights_file(path: Path) -> Path:
-    """The weights of a local model: the file itself, or an open_clip directory's weights file."""
-    return path / "open_clip_pytorch_model.bin" if path.is_dir() else path
-
-
-def model_reference(loaded) -> dict:
-    """The model as given, plus an absolute path and the weights' SHA-256 when it is a local
-    file/dir (runs move; the cwd too)."""
-    ref = loaded.describe()
-    spec = Path(loaded.source)
-    if spec.exists():
-        ref["path"] = str(spec.resolve())
-        if weights_file(spec).is_file():
-            from ..manifest import file_sha256
-
-            ref["weights_sha256"] = file_sha256(weights_file(spec))
-    return ref
-
-
-def same_weights_as_recorded(ref: dict) -> bool:
-    """False when a run's model (as `model_reference` recorded it) now holds other weights under
-    the same path, e.g. a re-pretrained test bed; True when nothing was recorded or it is gone."""
-    from ..manifest import file_sha256
-
-    digest, path = ref.get("weights_sha256"), ref.get("path")
-    if not digest or not path or not weights_file(Path(path)).is_file():
-        return True
-    return file_sha256(weights_file(Path(path))) == digest
 
 
 def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, seconds: float, calib_rel: str | None) -> dict:

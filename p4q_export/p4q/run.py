@@ -20,14 +20,15 @@ from ..config import TrainRecipe, build_recipe
 from ..errors import UserError
 from .adapter import QAdapter, feature_dim
 from .checkpoint import CHECKPOINT, load_checkpoint, run_for_seed_key
+from .model_ref import same_weights_as_recorded
 from .outputs import (
     METRICS,
     RUN_KIND,
     RUN_MANIFEST,
-    same_weights_as_recorded,
     seed_run_dir,
 )
 from .prompt_learner import PromptLearner, class_embeddings
+from .recipe import recipe_profile
 
 
 @dataclass
@@ -170,7 +171,6 @@ def load_run(run_dir, device: torch.device | str = "cpu") -> TrainedRun:
     profile = None
     if recipe.method == "p4q":
         from ..quant import load_quant_state, quantize_clip
-        from .trainer import recipe_profile
 
         profile = recipe_profile(recipe)
         quantize_clip(model, profile, quantize_text=recipe.quantize_text)

@@ -15,7 +15,7 @@ import torch
 from ..config import TrainRecipe
 
 if TYPE_CHECKING:
-    from .trainer import Learner
+    from .learner import Learner
 
 
 def make_optimizers(recipe: TrainRecipe, learner: Learner) -> dict[str, torch.optim.Optimizer]:

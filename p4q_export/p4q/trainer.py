@@ -1,20 +1,14 @@
-"""The P4Q / CoOp training loop: few-shot data, PTQ model, cached features, checkpoints, resume,
-torchrun sharding and the metrics a run reports.
-
-One training step (P4Q):
-    text    = normalize(text tower(prompt learner()))            learnable ctx, quantized text path
-    image   = adapter(cached quantized image feature of (image, view))
-    student = logit_scale · image @ text.T
-    teacher = logit_scale · cached FP image feature @ FP zero-shot classifier.T
-    loss    = CE(student, y) + λ · distill(student, teacher)
-CoOp is the same loop on the FP model with no adapter and no distillation.
+"""The P4Q / CoOp training loop: one seed (few-shot data, cached features, per-epoch checkpoints,
+resume, torchrun sharding), and a whole run of one or several seeds.
 
 Determinism: epoch e shuffles and picks flips with a generator seeded by (seed, e), and both
 learning-rate schedules are closed-form functions of the global step, so a run resumed from its
 last checkpoint walks the same path as an uninterrupted one.
 
-Beside it: schedule.py (optimizers, learning rates, data order), checkpoint.py (atomic per-epoch
-checkpoints), outputs.py (RUN/metrics.json and RUN/run.json), and bench/cache_speedup.py.
+Beside it: recipe.py (checks), prepare.py (model, PTQ, zero-shot baselines), learner.py (prompts,
+adapter, the loss of a batch), schedule.py (optimizers, learning rates, data order), checkpoint.py
+(atomic per-epoch checkpoints), outputs.py (RUN/metrics.json and RUN/run.json), and
+bench/cache_speedup.py.
 """
 
 from __future__ import annotations
@@ -22,20 +16,17 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import TrainRecipe
-from ..data.samplers import eval_subset_indices
+from ..devices import synchronize
 from ..errors import UserError
 from ..progress import log, progress_iter
-from .adapter import QAdapter, feature_dim
+from .adapter import QAdapter
 from .checkpoint import (
     CHECKPOINT,
     load_checkpoint,
@@ -45,256 +36,22 @@ from .checkpoint import (
     training_state,
 )
 from .distributed import DistContext, init_distributed
-from .features import (
-    CachedFeatures,
-    EvalFeatures,
-    ImageSource,
-    OnTheFlyFeatures,
-    eval_features,
-)
-from .losses import DISTILL_FORMS, p4q_loss
+from .features import CachedFeatures, ImageSource, OnTheFlyFeatures
+from .learner import Learner, batch_loss, build_learner
 from .outputs import (
     METRICS,
     RUN_KIND,
     RUN_MANIFEST,
+    SeedResult,
     aggregate,
-    model_reference,
     seed_run_dir,
     seed_run_name,
     write_seed_outputs,
 )
-from .prompt_learner import PromptLearner, class_embeddings
+from .prepare import Prepared, accuracy, prepare
+from .prompt_learner import class_embeddings
+from .recipe import check_recipe, seed_list, view_count
 from .schedule import adapter_lr, epoch_order, make_optimizers, prompt_lr
-
-METHODS = ("p4q", "coop")
-
-
-# --- setup shared by every seed ---------------------------------------------------------------
-
-
-@dataclass
-class Prepared:
-    """Everything that does not depend on the few-shot seed: the (quantized) model, the FP
-    teacher's text classifier, the test-split features and the zero-shot baselines."""
-
-    recipe: TrainRecipe
-    loaded: object  # LoadedModel
-    model: nn.Module  # quantized CLIP for p4q, the FP CLIP for coop
-    quantized: bool
-    profile: object | None
-    ptq_info: dict
-    classnames: list[str]
-    train_ds: object  # ImageDataset (full train split; few-shot subsets are drawn per seed)
-    teacher_text: torch.Tensor | None  # [C, D] FP zero-shot classifier (p4q only)
-    eval: EvalFeatures | None  # rank 0 only
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    workers: int | None = None  # image-decoding processes (None: one per core, up to 8)
-    model_ref: dict = field(default_factory=dict)  # model_reference(loaded): hashing the weights once per run
-    timings: dict = field(default_factory=dict)  # seconds of each setup stage (load, calibration, zero-shot eval)
-    zero_shot: dict = field(default_factory=dict)  # fp_zeroshot / ptq_zeroshot accuracies
-    zero_shot_top5: dict = field(default_factory=dict)
-
-
-def check_recipe(r: TrainRecipe) -> None:
-    if r.method not in METHODS:
-        raise UserError(f"method must be one of {', '.join(METHODS)}, got '{r.method}'")
-    if r.distill not in DISTILL_FORMS:
-        raise UserError(f"distill must be one of {', '.join(DISTILL_FORMS)}, got '{r.distill}'")
-    if r.prompt_optimizer not in ("sgd", "adamw"):
-        raise UserError(f"prompt_optimizer must be sgd or adamw, got '{r.prompt_optimizer}'")
-    for name in ("epochs", "batch_size", "shots"):
-        if getattr(r, name) <= 0:
-            raise UserError(f"{name} must be positive, got {getattr(r, name)}")
-    if r.temperature <= 0:
-        raise UserError(f"temperature must be positive, got {r.temperature}")
-    if not 0.0 <= r.adapter_ratio <= 1.0:
-        raise UserError(f"adapter_ratio must be within [0, 1], got {r.adapter_ratio}")
-    if r.eval_split not in ("train", "test"):
-        raise UserError(f"eval_split must be train or test, got '{r.eval_split}'")
-
-
-def recipe_profile(recipe: TrainRecipe):
-    from ..quant import get_profile
-
-    extra = {}
-    if recipe.profile == "paper":  # the deployable profiles fix these (and reject other values)
-        extra = {"a_symmetric": recipe.act_symmetric, "a_per_channel": recipe.act_per_channel}
-    return get_profile(recipe.profile, recipe.bits, w_observer=recipe.weight_observer,
-                       a_observer=recipe.act_observer, **extra)
-
-
-def recipe_classnames(recipe: TrainRecipe, ds) -> list[str]:
-    """The dataset's class names, or open_clip's ImageNet names for an ImageNet folder (whose
-    folders are WordNet ids, sorted in the same order as IMAGENET_CLASSNAMES)."""
-    if not recipe.classnames:
-        return list(ds.classnames)
-    if recipe.classnames != "imagenet":
-        raise UserError(f"classnames must be empty or 'imagenet', got '{recipe.classnames}'")
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    if len(ds.classnames) != len(IMAGENET_CLASSNAMES):
-        raise UserError(f"classnames: imagenet needs 1000 classes, {recipe.data} has {len(ds.classnames)}")
-    return list(IMAGENET_CLASSNAMES)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    from ..models.zeroshot import topk_accuracy
-
-    acc = topk_accuracy(logits, labels)
-    return acc.top1, acc.top5
-
-
-def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: bool = True,
-            device: torch.device | str = "cpu", workers: int | None = None) -> Prepared:
-    """Load the model and data on `device`, quantize (p4q), and score FP / PTQ zero-shot on the
-    test split (each rank encodes its share of it)."""
-    from ..data import few_shot_indices, load_dataset, templates_for
-    from ..models import load_model
-    from ..models.zeroshot import zero_shot_classifier
-
-    check_recipe(recipe)
-    profile = recipe_profile(recipe) if recipe.method == "p4q" else None  # bad bits / observers before any work
-    device = torch.device(device)
-    if recipe.threads > 0:
-        torch.set_num_threads(recipe.threads)
-    t0 = time.perf_counter()
-    loaded = load_model(recipe.model, device=str(device))  # `testbed` resolves to the cached pretrained test bed
-    for p in loaded.model.parameters():
-        p.requires_grad_(False)
-    train_ds = load_dataset(recipe.data, "train")
-    for seed in seed_list(recipe):  # every seed's few-shot sample is drawable
-        few_shot_indices(train_ds.labels, recipe.shots, seed)
-    classnames = recipe_classnames(recipe, train_ds)
-    templates = templates_for(train_ds.name)
-    fp_text = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates, amp=recipe.amp)
-    timings = {"load_s": round(time.perf_counter() - t0, 3)}
-
-    quantized = recipe.method == "p4q"
-    model, info = loaded.model, {}
-    if quantized:
-        from ..quant.ptq import build_ptq_model
-
-        log(f"quantizing {loaded.name} ({recipe.profile} W{recipe.bits.replace('/', 'A')}, text {'on' if recipe.quantize_text else 'off'})")
-        # only rank 0 writes into the run; the others calibrate identically into a scratch dir
-        calib_dir = out_dir / "calibration" if dist.is_main else Path(tempfile.mkdtemp(prefix="p4q-calib-"))
-        t0 = time.perf_counter()
-        model, info = build_ptq_model(
-            loaded, profile, quantize_text=recipe.quantize_text, calib=train_ds,
-            n_calib=recipe.calib_images, seed=recipe.calib_seed, calibration_dir=calib_dir, workers=workers,
-        )
-        timings["calibration_s"] = round(time.perf_counter() - t0, 3)
-        if not dist.is_main:
-            shutil.rmtree(calib_dir, ignore_errors=True)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-
-    prepared = Prepared(
-        recipe=recipe, loaded=loaded, model=model, quantized=quantized, profile=profile,
-        ptq_info=dict(info or {}), classnames=classnames, train_ds=train_ds,
-        teacher_text=fp_text if quantized else None, eval=None, device=device, workers=workers,
-        model_ref=model_reference(loaded), timings=timings,
-    )
-    if evaluate:
-        t0 = time.perf_counter()
-        test_ds = load_dataset(recipe.data, recipe.eval_split)
-        test_ds = test_ds.subset(eval_subset_indices(len(test_ds), recipe.eval_limit))
-        prepared.eval = eval_features(model, ImageSource(test_ds, loaded.preprocess, workers), test_ds.labels, quantized,
-                                      dist=dist, amp=recipe.amp)
-    if prepared.eval is not None:
-        scale = model.logit_scale.exp().item()
-        top1, top5 = accuracy(scale * prepared.eval.fp @ fp_text.T, prepared.eval.labels)
-        prepared.zero_shot["fp_zeroshot"], prepared.zero_shot_top5["fp_zeroshot"] = top1, top5
-        if quantized:
-            ptq_text = zero_shot_classifier(model, loaded.tokenizer, classnames, templates)
-            top1, top5 = accuracy(scale * F.normalize(prepared.eval.student, dim=-1) @ ptq_text.T, prepared.eval.labels)
-        else:
-            top1 = top5 = None
-        prepared.zero_shot["ptq_zeroshot"], prepared.zero_shot_top5["ptq_zeroshot"] = top1, top5
-        timings["zero_shot_eval_s"] = round(time.perf_counter() - t0, 3)
-        log(f"zero-shot top-1 on {len(test_ds)} {recipe.eval_split} images: FP {prepared.zero_shot['fp_zeroshot']:.4f}"
-            + (f", PTQ {top1:.4f}" if top1 is not None else ""))
-    return prepared
-
-
-# --- the trainable parts ----------------------------------------------------------------------
-
-
-@dataclass
-class Learner:
-    prompt_learner: PromptLearner
-    adapter: QAdapter | None
-
-    def modules(self) -> list[nn.Module]:
-        return [self.prompt_learner] + ([self.adapter] if self.adapter is not None else [])
-
-    def parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.modules() for p in m.parameters()]
-
-    def train(self, mode: bool = True) -> None:
-        for m in self.modules():
-            m.train(mode)
-
-
-def build_learner(recipe: TrainRecipe, model: nn.Module, tokenizer, classnames, profile, seed: int) -> Learner:
-    """Prompts and adapter initialised from `seed` alone (independent of the global RNG and of
-    the device: drawn on the CPU, then moved to the model's device)."""
-    from ..devices import module_device
-
-    pl = PromptLearner(
-        model, tokenizer, classnames, n_ctx=recipe.n_ctx, ctx_init=recipe.ctx_init,
-        class_token_position=recipe.class_token_position, csc=recipe.csc,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    adapter = None
-    if recipe.method == "p4q" and recipe.adapter:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            adapter = QAdapter(feature_dim(model), recipe.adapter_reduction, recipe.adapter_ratio, profile=profile, bits=recipe.adapter_bits)
-        adapter.set_quantization(False)  # trains in FP; calibrated and switched on after training
-        adapter.to(module_device(model))
-    return Learner(pl, adapter)
-
-
-# --- one step ---------------------------------------------------------------------------------
-
-
-def batch_loss(prep: Prepared, learner: Learner, student_raw, teacher_feat, labels, global_batch: int):
-    """Loss of one (shard of a) batch, normalized by the global batch size."""
-    recipe = prep.recipe
-    scale = prep.model.logit_scale.exp().detach()
-    text = class_embeddings(prep.model, learner.prompt_learner)
-    image = learner.adapter(student_raw) if learner.adapter is not None else F.normalize(student_raw, dim=-1)
-    student_logits = scale * image @ text.T
-    teacher_logits = None
-    if prep.teacher_text is not None and teacher_feat is not None:
-        teacher_logits = scale * teacher_feat @ prep.teacher_text.T
-    return p4q_loss(
-        student_logits, labels, teacher_logits, form=recipe.distill if recipe.method == "p4q" else "none",
-        weight=recipe.distill_weight, temperature=recipe.temperature, batch_size=global_batch,
-    )
-
-
-def view_count(recipe: TrainRecipe) -> int:
-    """Cached views per training image: the original, and its mirror image with `flip`."""
-    return 2 if recipe.flip else 1
-
-
-# --- training one seed ------------------------------------------------------------------------
-
-
-@dataclass
-class SeedResult:
-    seed: int
-    top1: float | None
-    top5: float | None
-    history: list
-    train_seconds: float
-    resumed_from: int
-    learner: Learner
-    cache_seconds: float = 0.0  # building the feature cache (0 when uncached)
-    epoch_seconds: list = field(default_factory=list)  # wall time of each epoch trained here
-    eval_seconds: float = 0.0
 
 
 def few_shot_data(prep: Prepared, seed: int) -> tuple[ImageSource, torch.Tensor]:
@@ -352,6 +109,7 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
         features = (CachedFeatures(prep.model, images, n_views, teacher, amp=amp, quantized=quantized) if cache
                     else OnTheFlyFeatures(prep.model, images, teacher, amp=amp, quantized=quantized))
         if cache:
+            synchronize(prep.device)
             cache_seconds = time.perf_counter() - t0
             log(f"seed {seed}: cached {n_views}×{len(labels)} image features in {cache_seconds:.1f}s")
         for epoch in progress_iter(range(start_epoch, epochs), desc=f"training seed {seed}", total=epochs - start_epoch):
@@ -383,6 +141,7 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
                 for name, value in zip(("loss", "ce", "distill"), parts_t.tolist()):
                     sums[name] += value * len(batch)
             history.append({"epoch": epoch + 1, **{k: v / len(labels) for k, v in sums.items()}, "step_losses": step_losses})
+            synchronize(prep.device)
             epoch_seconds.append(time.perf_counter() - t_epoch)
             done = epoch + 1 == recipe.epochs
             if done and learner.adapter is not None:
@@ -425,15 +184,6 @@ def evaluate_learner(prep: Prepared, learner: Learner) -> tuple[float, float]:
     feats = prep.eval.student
     image = learner.adapter(feats) if learner.adapter is not None else F.normalize(feats, dim=-1)
     return accuracy(prep.model.logit_scale.exp() * image @ text.T, prep.eval.labels)
-
-
-# --- a whole run: one or several seeds, metrics and manifest ----------------------------------
-
-def seed_list(recipe: TrainRecipe) -> list[int]:
-    seeds = [int(s) for s in (recipe.seeds or [recipe.seed])]
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds repeat: {seeds}")
-    return seeds
 
 
 def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str = "auto",

@@ -12,12 +12,8 @@ from .clip import (  # noqa: F401
     quantization_disabled,
     quantize_clip,
 )
-from .fake_quant import (  # noqa: F401
-    FakeQuantizer,
-    fake_quantize_reference,
-    qparams_from_range,
-    quant_range,
-)
+from .fake_quant import FakeQuantizer  # noqa: F401
+from .grid import fake_quantize_reference, qparams_from_range, quant_range  # noqa: F401
 from .layers import QuantConv2d, QuantLinear, QuantProjection  # noqa: F401
 from .observers import OBSERVERS  # noqa: F401
 from .profiles import PROFILES, QuantProfile, get_profile, parse_bits  # noqa: F401

@@ -1,76 +1,36 @@
-"""Fake quantization: the integer grids, scale/zero-point math, the slow reference formula and the
-`FakeQuantizer` module (observe → finalize → quantize-dequantize with a straight-through gradient).
-
-Grids (b = bits):
-- symmetric activations: [-(2**(b-1)), 2**(b-1)-1], zero point 0;
-- symmetric weights: the *narrow* range [-(2**(b-1)-1), 2**(b-1)-1] (TensorRT style: the int8
-  weight grid is symmetric around 0, so -w quantizes to -q; 7-bit ort-x86 weights are [-63, 63]);
-- asymmetric (either): [0, 2**b - 1] with an integer zero point inside the grid.
-Scales: symmetric scale = max|x| / qmax; asymmetric scale = (max - min) / (qmax - qmin) over a
-range widened to include 0 (so 0 is exact, as every int8 runtime requires).
-"""
+"""The `FakeQuantizer` module (observe → finalize → quantize-dequantize with a straight-through
+gradient) on the grids of grid.py."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..errors import UserError
+from .grid import (
+    check_bits,
+    fake_quantize_ste,
+    qparams_from_range,
+    quant_range,
+    quantize_codes,
+)
 from .observers import make_observer
 
-MIN_BITS, MAX_BITS = 2, 8
-# Smallest scale: an all-zero channel gets this instead of 0 (division by zero), and still maps to 0.
-MIN_SCALE = 1e-8
 
+class _QuantizeLinearSte(torch.autograd.Function):
+    """The reference formula with torch.fake_quantize_*'s gradient: straight through where the code
+    lies inside the grid, zero where it saturates."""
 
-def check_bits(bits: int, what: str = "bits") -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise UserError(f"{what} must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
-    return bits
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin: int, qmax: int, axis: int | None):
+        q, scale, zero_point = quantize_codes(x, scale, zero_point, axis)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return (q.clamp(qmin, qmax) - zero_point) * scale
 
-
-def quant_range(bits: int, symmetric: bool, narrow_range: bool = False) -> tuple[int, int]:
-    """(qmin, qmax) of the integer grid; see the module docstring."""
-    check_bits(bits)
-    if not symmetric:
-        return 0, 2**bits - 1
-    qmax = 2 ** (bits - 1) - 1
-    return (-qmax if narrow_range else -qmax - 1), qmax
-
-
-def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int, symmetric: bool):
-    """Scale (float32) and zero point (int32) that map [lo, hi] onto [qmin, qmax]."""
-    lo = torch.minimum(lo.float(), torch.zeros_like(lo, dtype=torch.float32))
-    hi = torch.maximum(hi.float(), torch.zeros_like(hi, dtype=torch.float32))
-    if symmetric:
-        scale = (torch.maximum(-lo, hi) / qmax).clamp_min(MIN_SCALE)
-        zero_point = torch.zeros_like(scale, dtype=torch.int32)
-    else:
-        scale = ((hi - lo) / (qmax - qmin)).clamp_min(MIN_SCALE)
-        zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax).to(torch.int32)
-    return scale, zero_point
-
-
-def _broadcast(param: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
-    if axis is None or param.ndim == 0:
-        return param
-    shape = [1] * x.ndim
-    shape[axis % x.ndim] = -1
-    return param.reshape(shape)
-
-
-def fake_quantize_reference(x, scale, zero_point, qmin: int, qmax: int, axis: int | None = None) -> torch.Tensor:
-    """The hand formula, slow and plain: q = clamp(round(x / s) + z, qmin, qmax); x̂ = (q - z) · s.
-    `axis` names the channel dimension of per-channel `scale`/`zero_point` (None: per tensor)."""
-    scale = _broadcast(torch.as_tensor(scale, dtype=torch.float32), x, axis)
-    zero_point = _broadcast(torch.as_tensor(zero_point).to(torch.float32), x, axis)
-    q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
-    return (q - zero_point) * scale
-
-
-def fake_quantize_ste(x, scale, zero_point, qmin: int, qmax: int, axis: int | None = None) -> torch.Tensor:
-    """The same formula with a straight-through gradient (d x̂ / d x = 1) for any bit width."""
-    return x + (fake_quantize_reference(x, scale, zero_point, qmin, qmax, axis) - x).detach()
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None, None
 
 
 class FakeQuantizer(nn.Module):
@@ -80,12 +40,15 @@ class FakeQuantizer(nn.Module):
     the observer and return x unchanged; otherwise fake-quantize with `scale`/`zero_point`, which
     `finalize()` computes from the observer (or `load_state_dict` restores).
 
-    8-bit symmetric/asymmetric grids and the 7-bit narrow weight grid run through torch's own
-    `torch.fake_quantize_per_{tensor,channel}_affine` (gradient: straight-through, zero outside the
-    grid), which the legacy ONNX exporter turns into QuantizeLinear/DequantizeLinear. That exporter
-    only accepts the int8 bounds (-128, 127) / (0, 255), so while exporting the narrow weight grids
-    are passed as (-128, 127): identical for calibrated weights, whose codes never go below -qmax.
-    Other bit widths use the formula with a straight-through estimator.
+    Every grid computes ONNX QuantizeLinear → DequantizeLinear exactly (`fake_quantize_reference`:
+    divide by the scale, round half to even, saturate). torch's own `fake_quantize_*` multiply by
+    1/scale instead, which rounds ties the other way for some inputs (13% of a tie grid; ~30 of
+    ViT-B's weights), so they serve only while exporting: the legacy ONNX exporter turns them into
+    clean QuantizeLinear/DequantizeLinear pairs, whose meaning is the division. The 8-bit grids and
+    the 7-bit narrow weight grid keep torch's gradient (straight-through, zero outside the grid);
+    other bit widths pass the gradient everywhere (`fake_quantize_ste`). That exporter only
+    accepts the int8 bounds (-128, 127) / (0, 255), so while exporting the narrow weight grids are
+    passed as (-128, 127): identical for calibrated weights, whose codes never go below -qmax.
     """
 
     def __init__(
@@ -188,9 +151,9 @@ class FakeQuantizer(nn.Module):
         axis = (self.axis % x.ndim) if self.per_channel else None
         if not self._uses_torch_op():
             return fake_quantize_ste(x, self.scale, self.zero_point, self.qmin, self.qmax, axis)
-        qmin, qmax = self.qmin, self.qmax
-        if self.narrow_range and torch.onnx.is_in_onnx_export():
-            qmin, qmax = -128, 127  # see the class docstring
+        if not torch.onnx.is_in_onnx_export():
+            return _QuantizeLinearSte.apply(x, self.scale, self.zero_point, self.qmin, self.qmax, axis)
+        qmin, qmax = (-128, 127) if self.narrow_range else (self.qmin, self.qmax)  # see the class docstring
         if axis is None:
             return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, qmin, qmax)
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, axis, qmin, qmax)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
+from .grid import fake_quantize_reference, qparams_from_range
 
 OBSERVERS = ("minmax", "percentile", "omse")
 DEFAULT_PERCENTILE = 99.99
@@ -114,7 +115,6 @@ class OmseObserver(MinMaxObserver):
             self.samples = [torch.cat(self.samples, dim=1)[:, ::2].clone()]
 
     def compute_range(self, qmin: int, qmax: int, symmetric: bool):
-        from .fake_quant import fake_quantize_reference, qparams_from_range
 
         sample = torch.cat(self.samples, dim=1)  # [C, M]
         best_err = torch.full((sample.shape[0],), float("inf"), device=sample.device)

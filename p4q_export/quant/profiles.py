@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import UserError
-from .fake_quant import check_bits
+from .grid import check_bits
 from .observers import parse_observer
 
 PROFILES = ("trt", "ort-x86", "paper")
