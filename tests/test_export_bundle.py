@@ -75,13 +75,23 @@ def test_reference_and_ort_exact_agree(bundle):
     b = load_bundle(out)
     ds = load_dataset("fashion-mnist", "test").subset(range(64))
     x = dataset_inputs(b, ds)
-    torch_logits = open_runner(b, "torch")(x)
-    ort_logits = open_runner(b, "ort-exact")(x)
-    fp32_logits = open_runner(b, "ort-exact", precision="fp32")(x)
-    assert torch_logits.shape == ort_logits.shape == (64, 10)
-    # random weights: tiny logits, so compare absolutely; the FP32 twin differs by quantization only
-    assert np.abs(torch_logits - ort_logits).mean() < 0.01
-    assert np.abs(fp32_logits - ort_logits).mean() < 0.5
+    ref = open_runner(b, "torch").run_all(x)
+    ort_exact = open_runner(b, "ort-exact").run_all(x)
+    fp32 = open_runner(b, "ort-exact", precision="fp32").run_all(x)
+    assert ref["logits"].shape == ort_exact["logits"].shape == (64, 10)
+
+    def cosine(a, b):
+        return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+    # random weights make the logits nearly flat: the embedding is what the INT8 tower computes.
+    # Same Q/DQ arithmetic → the same embedding; the FP32 twin differs by quantization only, which
+    # moves it several times more than any difference between the two INT8 backends
+    backend_gap = 1 - cosine(ref["embedding"], ort_exact["embedding"])
+    quant_gap = 1 - cosine(fp32["embedding"], ort_exact["embedding"])
+    assert backend_gap.max() <= 1e-4  # a code may flip where float summation orders differ at a tie
+    assert (backend_gap <= 1e-6).mean() >= 0.5  # most images: the very same embedding
+    assert quant_gap.mean() > 5 * max(backend_gap.mean(), 1e-7)
+    assert (ref["logits"].argmax(1) == ort_exact["logits"].argmax(1)).mean() >= 0.95
 
 
 def test_uint8_input_bundle_folds_preprocessing(tmp_path, cli):
