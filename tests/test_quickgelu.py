@@ -70,4 +70,4 @@ def test_random_weights_are_the_same_in_every_process():
     torch.manual_seed(123)
     here = load_model("p4q-testbed").model
     assert torch.equal(torch.rand(3), expected)
-    assert float(sum(p.double().sum() for p in here.parameters())) == float(other)
+    assert float(sum(p.detach().double().sum() for p in here.parameters())) == float(other)
