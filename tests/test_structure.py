@@ -1,0 +1,84 @@
+"""The shape of the package: data flows one way between the rooms, no import cycle inside a room
+(function-level and TYPE_CHECKING imports included: a cycle hidden in a function is still a
+cycle), and no module past 400 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "p4q_export"
+# lower rooms never import higher ones (commands/ and cli.py sit on top of everything)
+LAYERS = ["data", "models", "quant", "p4q", "deploy", "runtime", "bench", "commands"]
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return mods
+
+
+def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
+    """module → the project modules it imports anywhere in its body."""
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:
+                    full = f"{target}.{alias.name}"
+                    edges[name].add(full if full in mods else target)
+            elif isinstance(node, ast.Import):
+                edges[name].update(a.name for a in node.names)
+        edges[name] = {t for t in edges[name] if t in mods and t != name}
+    return edges
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else None
+
+
+def test_no_import_cycle_inside_a_package():
+    mods = _modules()
+    edges = _imports(mods)
+    cycles = []
+    for start in mods:
+        package = start.rsplit(".", 1)[0]
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges[node]:
+                if nxt.rsplit(".", 1)[0] != package or nxt == package:
+                    continue
+                if nxt == start:
+                    cycles.append(" -> ".join([*path, start]))
+                elif nxt not in path:
+                    stack.append((nxt, [*path, nxt]))
+    assert not cycles, cycles[:5]
+
+
+def test_rooms_import_only_downward():
+    edges = _imports(_modules())
+    wrong = []
+    for module, targets in edges.items():
+        room = _room(module)
+        for target in targets:
+            other = _room(target)
+            if room in LAYERS and other in LAYERS and LAYERS.index(other) > LAYERS.index(room):
+                wrong.append(f"{module} -> {target}")
+            if target == "p4q_export.cli" or (other == "commands" and room != "commands" and module != "p4q_export.cli"):
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, wrong
+
+
+def test_modules_stay_under_400_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
