@@ -1,4 +1,4 @@
-"""Hashes, versions and atomic JSON writes shared by runs, bundles and pretrained models."""
+"""Hashes, versions, JSON reads and atomic writes shared by runs, bundles and pretrained models."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import platform
 import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from .errors import UserError
 
 TRACKED_PACKAGES = ("p4q-export", "torch", "torchvision", "open_clip_torch", "onnx", "onnxruntime", "polygraphy", "numpy", "tensorrt")
 
@@ -29,6 +31,18 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def read_json(path: Path | str, missing: str):
+    """The JSON in `path`: a UserError saying `missing` where there is no such file, or why it does
+    not parse (bundle manifests, engine bookkeeping and model directories read their JSON here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(missing)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
 
 
 def write_json_atomic(path: Path | str, obj) -> None:

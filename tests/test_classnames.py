@@ -153,7 +153,7 @@ def test_train_eval_export_validate_agree_on_imagenet_names(cli, testbed_model, 
     assert _json(cli("validate", str(bundle), "--data", data, "--json", env=env))["passed"]
     assert _json(cli("eval", str(run), "--data", data, "--json", env=env))["n"] == 12
     # a bare MODEL: the zero-shot head is built from the same resolved names
-    assert _json(cli("eval", str(testbed_model), "--zero-shot", "--data", data, "--json", env=env))["n"] == 12
+    assert _json(cli("eval", str(testbed_model), "--data", data, "--json", env=env))["n"] == 12
     _json(cli("export", str(testbed_model), "--data", data, "--calib-images", "6", "--out", str(zs_bundle),
               "--json", env=env))
     assert _bundle_names(zs_bundle) == REAL_NAMES

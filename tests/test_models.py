@@ -54,7 +54,7 @@ def test_pretrained_checkpoint_is_open_clip_loadable(testbed_model):
 
 
 def test_pretrained_zero_shot_fashion_mnist_full_test_split(cli, testbed_model):
-    proc = cli("eval", str(testbed_model), "--zero-shot", "--data", "fashion-mnist", "--json", check=True)
+    proc = cli("eval", str(testbed_model), "--data", "fashion-mnist", "--json", check=True)
     out = json.loads(proc.stdout)
     assert out["n"] == 10000 and out["backend"] == "torch"
     assert out["top1"] >= 0.75, out

@@ -95,8 +95,8 @@ def test_vit_b32_layer_inventory(vit_b32, quantized_b32):
     assert len(layers) == 50 and isinstance(layers["visual.conv1"], QuantConv2d)
     assert next(iter(layers)) == "visual.conv1"
     # per-layer numbers an exporter needs
-    qp = layers["visual.transformer.resblocks.0.attn.qkv"].qparams()
-    assert qp["weight_scale"].shape == (3 * 768,) and qp["w_bits"] == 4
+    wq = layers["visual.transformer.resblocks.0.attn.qkv"].weight_quantizer
+    assert wq.scale.shape == (3 * 768,) and wq.bits == 4
 
 
 def test_quantized_outputs_close_but_not_equal_and_teacher_is_fp(vit_b32, quantized_b32):

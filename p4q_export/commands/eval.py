@@ -13,7 +13,6 @@ from ._common import AmpOpt, DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 def eval_command(
     target: Annotated[str, typer.Argument(help="MODEL (open_clip name[:tag], checkpoint file or dir), a RUN dir, or a BUNDLE dir.")],
     data: DataOpt = None,
-    zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Zero-shot with template ensembling; always what eval does with a MODEL (accepted for clarity).")] = False,
     quant: Annotated[str | None, typer.Option("--quant", help="PTQ profile: trt, ort-x86 or paper.")] = None,
     bits: Annotated[str | None, typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4, 3/3.")] = None,
     quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize the text tower too.")] = False,

@@ -4,17 +4,15 @@ leaves nothing; hashes are verified before anything in a bundle is loaded."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..manifest import file_sha256, write_json_atomic
+from ..manifest import file_sha256, read_json, write_json_atomic
 
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -97,6 +95,16 @@ class Bundle:
         return self.manifest["inputs"][0]["name"]
 
     @property
+    def output_name(self) -> str:
+        return self.manifest["outputs"][0]["name"]
+
+    @property
+    def engine_io(self) -> dict:
+        """What a TensorRT engine's manifest entry records for its runner to feed the graph."""
+        return {"input_name": self.input_name, "output_name": self.output_name, "image_size": self.image_size,
+                "input_dtype": "uint8" if self.uint8_input else "float32"}
+
+    @property
     def profile(self) -> str:
         return self.manifest["profile"]["name"]
 
@@ -129,28 +137,10 @@ def load_bundle(path: Path | str, verify: bool = True) -> Bundle:
     if not path.is_dir():
         raise UserError(f"bundle not found: {path}")
     mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise UserError(f"{path} is not a bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{mpath} is not valid JSON: {exc}") from None
+    manifest = read_json(mpath, f"{path} is not a bundle (no {MANIFEST})")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{mpath} is not a {FORMAT} manifest")
     if verify:
         verify_files(path, manifest)
     return Bundle(path=path, manifest=manifest)
 
-
-def add_file_to_manifest(bundle: Bundle, rel: str, extra_key: str | None = None, extra: dict | None = None) -> dict:
-    """Hash a file added after export (e.g. a TensorRT engine) into manifest.json, atomically.
-    `extra_key`/`extra` add metadata under manifest[extra_key][rel]."""
-    f = bundle.path / rel
-    m = dict(bundle.manifest)
-    m["files"] = dict(m["files"], **{rel: {"sha256": file_sha256(f), "bytes": f.stat().st_size}})
-    if extra_key:
-        m[extra_key] = dict(m.get(extra_key, {}), **{rel: extra or {}})
-    m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json_atomic(bundle.path / MANIFEST, m)
-    bundle.manifest = m
-    return m

@@ -37,10 +37,8 @@ def fold_source(source: str, profile: str | None, data: str | None, calib_images
 
 
 def _is_run(path: Path) -> bool:
-    try:
-        from ..p4q.run import is_run_dir
-    except ImportError:  # training not installed in this build: only bare models can be exported
-        return False
+    from ..p4q.run import is_run_dir
+
     return path.is_dir() and is_run_dir(path)
 
 

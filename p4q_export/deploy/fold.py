@@ -232,7 +232,7 @@ def rebuild_reference(config: dict, state_dict: dict) -> DeployModel:
 
 
 def _jsonable(obj):
-    """Recipes and metrics may be dataclasses / pydantic models / paths: make them JSON values."""
+    """Recipes and metrics may be dataclasses / paths: make them JSON values."""
     import dataclasses
     import json
     from pathlib import Path
@@ -241,8 +241,6 @@ def _jsonable(obj):
         return None
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
-    elif hasattr(obj, "model_dump"):
-        obj = obj.model_dump()
     try:
         return json.loads(json.dumps(obj, default=lambda o: str(o) if isinstance(o, Path) else repr(o)))
     except (TypeError, ValueError):

@@ -3,7 +3,6 @@ one of the project's own JSON model configs (registered with open_clip, as open_
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from ..data.preprocess import TensorPreprocess
 from ..errors import UserError
+from ..manifest import read_json
 from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 
 RANDOM_INIT_SEED = 0  # an open_clip NAME without a pretrained tag: random weights, the same every time
@@ -35,12 +35,7 @@ class LoadedModel:
 
 def _read_dir_config(path: Path) -> dict:
     cfg_path = path / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise UserError(f"{path} is not a model directory (no {CONFIG_FILE})")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{cfg_path} is not valid JSON: {exc}") from None
+    cfg = read_json(cfg_path, f"{path} is not a model directory (no {CONFIG_FILE})")
     if "model_cfg" not in cfg:
         raise UserError(f"{cfg_path} has no 'model_cfg'")
     return cfg

@@ -48,6 +48,7 @@ class Prepared:
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """models.zeroshot.topk_accuracy as the (top1, top5) pair the training loop unpacks."""
     from ..models.zeroshot import topk_accuracy
 
     acc = topk_accuracy(logits, labels)

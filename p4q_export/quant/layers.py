@@ -50,17 +50,6 @@ class _QuantWeightMixin:
             self.calibrate_weight()
         return wq(self.weight)
 
-    def qparams(self) -> dict:
-        """What an exporter needs: per-channel weight scales, the input scale and the bit widths."""
-        return {
-            "w_bits": self.weight_quantizer.bits,
-            "a_bits": self.input_quantizer.bits,
-            "weight_scale": self.weight_quantizer.scale.detach().clone(),
-            "weight_zero_point": self.weight_quantizer.zero_point.detach().clone(),
-            "input_scale": self.input_quantizer.scale.detach().clone(),
-            "input_zero_point": self.input_quantizer.zero_point.detach().clone(),
-        }
-
 
 class QuantLinear(_QuantWeightMixin, nn.Module):
     """F.linear(input_quantizer(x), weight_quantizer(weight), bias); input quantized per tensor or

@@ -8,14 +8,13 @@ compatibility check, manifest bookkeeping) need neither and are tested everywher
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..manifest import file_sha256, write_bytes_atomic, write_json_atomic
+from ..manifest import file_sha256, read_json, write_bytes_atomic, write_json_atomic
 
 INSTALL_HINT = (
     "TensorRT is not installed: on x86 with an NVIDIA GPU run "
@@ -129,34 +128,20 @@ def check_engine_compatible(entry: dict, gpu_name: str, compute_capability: str,
 # ----------------------------------------------------------------------------- manifest bookkeeping
 
 def read_manifest(bundle_dir: Path) -> dict:
-    path = Path(bundle_dir) / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{bundle_dir} is not a bundle (no manifest.json); make one with `p4q-export export`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
-
-
-def _set_file_hash(manifest: dict, relpath: str, sha: str, size: int) -> None:
-    """Record a file hash in the bundle's "files" map ({name: {"sha256", "bytes"}}), or in a list
-    of {"path", "sha256"} for other manifest writers."""
-    files = manifest.setdefault("files", {})
-    if isinstance(files, list):
-        files[:] = [f for f in files if not (isinstance(f, dict) and f.get("path") == relpath)]
-        files.append({"path": relpath, "sha256": sha, "bytes": size})
-    else:
-        files[relpath] = {"sha256": sha, "bytes": size}
+    """The manifest as it stands (no hash check: engines are looked up on every run)."""
+    return read_json(Path(bundle_dir) / "manifest.json",
+                     f"{bundle_dir} is not a bundle (no manifest.json); make one with `p4q-export export`")
 
 
 def record_engine(bundle_dir: Path, entry: dict) -> dict:
-    """Add (or replace, same path) an engine entry in manifest.json, with its hash; atomic write."""
+    """Add (or replace, same path) an engine entry in manifest.json, with its hash in the bundle's
+    "files" map (so load_bundle verifies the engine too); atomic write. The one manifest updater."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     engines = [e for e in manifest.get("engines", []) if e.get("path") != entry["path"]]
     engines.append(entry)
     manifest["engines"] = engines
-    _set_file_hash(manifest, entry["path"], entry["sha256"], entry["bytes"])
+    manifest.setdefault("files", {})[entry["path"]] = {"sha256": entry["sha256"], "bytes": entry["bytes"]}
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(bundle_dir / "manifest.json", manifest)
     return manifest
@@ -219,32 +204,6 @@ def parse_batch_profile(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def io_spec(manifest: dict) -> dict:
-    """Input/output names, image size and input dtype from the bundle manifest."""
-    def first_name(key: str, default: str) -> str:
-        items = manifest.get(key) or [default]
-        return str(items[0]["name"] if isinstance(items[0], dict) else items[0])
-
-    prep = manifest.get("preprocessing") or {}
-    return {"input_name": first_name("inputs", "image"), "output_name": first_name("outputs", "logits"),
-            "image_size": int(prep.get("image_size", 224)),
-            "input_dtype": "uint8" if prep.get("folded_into_graph") else "float32"}
-
-
-def load_strip_qdq():
-    """deploy's strip_qdq(model_proto) -> FP32 model_proto (the graph with Q/DQ removed)."""
-    import importlib
-
-    for module in ("p4q_export.deploy.qdq", "p4q_export.deploy"):
-        try:
-            fn = getattr(importlib.import_module(module), "strip_qdq", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    raise UserError("this p4q-export has no strip_qdq in p4q_export.deploy (needed for FP32/FP16 graphs)")
-
-
 def _onnx_for(bundle_dir: Path, options: BuildOptions, workdir: Path) -> Path:
     """The QDQ graph for INT8; for an FP16-only engine, the same graph with Q/DQ stripped."""
     onnx_path = bundle_dir / "model.onnx"
@@ -252,8 +211,10 @@ def _onnx_for(bundle_dir: Path, options: BuildOptions, workdir: Path) -> Path:
         return onnx_path
     import onnx
 
+    from ..deploy.qdq import strip_qdq
+
     fp_path = workdir / "model.fp32.onnx"
-    onnx.save(load_strip_qdq()(onnx.load(str(onnx_path))), str(fp_path))
+    onnx.save(strip_qdq(onnx.load(str(onnx_path))), str(fp_path))
     return fp_path
 
 
@@ -273,9 +234,8 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
     from ..deploy.bundle import load_bundle
 
     bundle_dir = Path(bundle_dir)
-    manifest = load_bundle(bundle_dir).manifest  # verifies the hashes before building from the graph
+    io = load_bundle(bundle_dir).engine_io  # verifies the hashes before building from the graph
     gpu = gpu_info()
-    io = io_spec(manifest)
     input_name, size = io["input_name"], io["image_size"]
     rel = f"{ENGINES_DIR}/{engine_filename(gpu.name, trt.__version__, options.precision)}"
     timing_cache = Path(options.timing_cache) if options.timing_cache else \

@@ -63,9 +63,11 @@ def _all_outputs(runners, bundle: Bundle, ds, workers: int | None = None) -> lis
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> dict:
-    k = min(5, logits.shape[1])
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return {"top1": round(float((top[:, 0] == labels).mean()), 6), "top5": round(float((top == labels[:, None]).any(1).mean()), 6)}
+    """{top1, top5}: the same count as eval of a MODEL or RUN (models.zeroshot.topk_accuracy)."""
+    from ..models.zeroshot import topk_accuracy
+
+    acc = topk_accuracy(logits, labels)
+    return {"top1": acc.top1, "top5": acc.top5}
 
 
 @contextlib.contextmanager
