@@ -27,6 +27,15 @@ def testbed_model() -> Path:
     return ensure_testbed()
 
 
+@pytest.fixture(scope="session")
+def random_testbed_bundle(tmp_path_factory) -> Path:
+    """A bundle of the test bed's architecture with random weights (seeded): seconds to export, no
+    pretraining; for tests of the runtime around a bundle, not of accuracy."""
+    out = tmp_path_factory.mktemp("random-testbed") / "bundle"
+    run_cli("--json", "export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(out), "--calib-images", "64", check=True)
+    return out
+
+
 def run_cli(*args: str, check: bool = False, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess (stdout = JSON, stderr = logs)."""
     full_env = dict(os.environ, P4Q_NO_PROGRESS="1", **(env or {}))

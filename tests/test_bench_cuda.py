@@ -15,12 +15,8 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from conftest import run_cli
-
-    out = tmp_path_factory.mktemp("bench-cuda") / "bundle"
-    run_cli("--json", "export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(out), "--calib-images", "64", check=True)
-    return out
+def bundle(random_testbed_bundle):
+    return random_testbed_bundle
 
 
 @pytest.fixture(scope="module")

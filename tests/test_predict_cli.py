@@ -10,12 +10,8 @@ from PIL import Image
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from conftest import run_cli
-
-    out = tmp_path_factory.mktemp("predict") / "bundle"
-    run_cli("--json", "export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(out), "--calib-images", "64", check=True)
-    return out
+def bundle(random_testbed_bundle):
+    return random_testbed_bundle
 
 
 @pytest.fixture(scope="module")
