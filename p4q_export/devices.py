@@ -17,6 +17,15 @@ from .errors import UserError
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
+def device_kind(spec: str | None = "auto") -> str:
+    """`cpu` or `cuda` for a --device value without claiming a GPU (`auto`: cuda where PyTorch sees
+    one); other values (e.g. jetson) come back as given."""
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if text.startswith("cuda") else text
+
+
 def resolve_device(spec: str | None = "auto") -> torch.device:
     """`auto` → CUDA when a GPU is visible (the torchrun rank's LOCAL_RANK GPU), else CPU.
     Asking for CUDA where there is none is bad input."""

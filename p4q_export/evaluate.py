@@ -51,29 +51,28 @@ def evaluate(req: EvalRequest) -> dict:
     if _is_bundle(target):
         from .runtime.validate import evaluate_bundle
 
-        backend = req.backend or "ort-exact"
-        opts = {"device": req.device} if backend == "torch" else {}  # the other backends pick their own
-        return evaluate_bundle(target, req.data, backend=backend, limit=req.limit or None, workers=req.workers, **opts)
+        if req.amp:
+            raise UserError("--amp applies to an FP model; a bundle runs as exported")
+        return evaluate_bundle(target, req.data, backend=req.backend or "ort-exact", limit=req.limit or None,
+                               workers=req.workers, device=req.device)
     from .p4q.run import is_run_dir
 
+    is_run = target.is_dir() and is_run_dir(target)
+    if req.amp and (req.quant or is_run):
+        raise UserError("--amp applies to an FP model only; the quantized reference stays FP32")
+    if not is_run and req.backend not in (None, "torch"):
+        raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
     device = resolve_device(req.device)
-    if req.amp and req.quant:
-        raise UserError("--amp applies to the FP model only; the quantized reference stays FP32")
     started = time.perf_counter()
-    if target.is_dir() and is_run_dir(target):
-        out = _evaluate_run(target, req, device)
-    else:
-        if req.backend not in (None, "torch"):
-            raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
-        out = _evaluate_model(req, device)
-    seconds = out.pop("_encode_seconds")
+    out, seconds = _evaluate_run(target, req, device) if is_run else _evaluate_model(req, device)
     out.update({"device": describe_device(device), "amp": bool(req.amp), "seconds": round(time.perf_counter() - started, 2),
                 "images_per_s": round(out["n"] / seconds, 1) if seconds > 0 else None,
                 "peak_gpu_mem_mb": peak_gpu_memory_mb(device)})
     return out
 
 
-def _evaluate_model(req: EvalRequest, device: torch.device) -> dict:
+def _evaluate_model(req: EvalRequest, device: torch.device) -> tuple[dict, float]:
+    """(result, seconds spent encoding the test images)"""
     if not req.data:
         raise UserError("eval of a model needs --data SPEC")
     loaded = load_model(req.target, device=str(device))
@@ -99,23 +98,21 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> dict:
     batches = image_batches(test, loaded.preprocess, req.batch_size, device, workers=req.workers)
     feats = encode_images(model, batches, desc=f"eval {test.name}", amp=req.amp)
     acc = topk_accuracy(feats @ classifier.T, torch.from_numpy(test.labels))
-    out = {**acc.as_dict(), "backend": "torch", "mode": mode, "target": req.target, "data": req.data,
-           "_encode_seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    out = {**acc.as_dict(), "backend": "torch", "mode": mode, "target": req.target, "data": req.data}
     if info:
         out["quantization"] = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, dict, list))}
-    return out
+    return out, seconds
 
 
-def _evaluate_run(run_dir: Path, req: EvalRequest, device: torch.device) -> dict:
+def _evaluate_run(run_dir: Path, req: EvalRequest, device: torch.device) -> tuple[dict, float]:
     from .p4q.run import load_run
 
-    if req.amp:
-        raise UserError("--amp applies to an FP model only; a run's quantized reference stays FP32")
     run = load_run(run_dir, device=device)
     data = req.data or run.recipe.data
     test = eval_subset(load_dataset(data, split="test"), req.limit)
     t0 = time.perf_counter()
     logits = run.logits(image_batches(test, run.loaded.preprocess, req.batch_size, device, workers=req.workers))
     acc = topk_accuracy(logits, torch.from_numpy(test.labels))
-    return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data,
-            "_encode_seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data}, seconds

@@ -122,15 +122,11 @@ def machine_info(device: str) -> dict:
 def split_device(device: str) -> tuple[str, str]:
     """`--device` → (kind: cpu|cuda|jetson, the torch device spec of the GPU): `auto` is cuda where
     PyTorch sees a GPU, `cuda:N` is the cuda kind on GPU N."""
-    import torch
+    from ..devices import device_kind
 
+    kind = device_kind(device)
     text = str(device).strip().lower()
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    kind, _, index = text.partition(":")
-    if kind == "cuda" and index:
-        return "cuda", text
-    return text, "cuda"
+    return kind, (text if kind == "cuda" and ":" in text else "cuda")
 
 
 def check_device(device: str, gpu: str = "cuda"):
@@ -187,13 +183,11 @@ def _open(bundle, backend: str, precision: str, threads: int | None, torch_devic
     opts: dict = {"precision": precision}
     if backend in ("ort", "ort-exact") and threads:
         opts["threads"] = threads
-    if backend == "torch":
-        if torch_device is None:
-            import torch
+    if backend == "torch" and torch_device is None:
+        import torch
 
-            raise UserError(f"this PyTorch build ({torch.__version__}) has no CUDA: its rows would run on the CPU")
-        opts["device"] = torch_device
-    return open_runner(bundle, backend, **opts)
+        raise UserError(f"this PyTorch build ({torch.__version__}) has no CUDA: its rows would run on the CPU")
+    return open_runner(bundle, backend, device=torch_device, **opts)
 
 
 def _ensure_engine(bundle, precision: str) -> None:
@@ -224,10 +218,6 @@ def plan_backends(device: str, chosen: list | None) -> tuple[list[tuple[str, str
     skipped = [{"backend": b, "precision": p, "reason": f"CPU only (ONNX Runtime's CPU provider), not a GPU number: "
                 f"ask for it with --backends {b}/{p} to time it on this machine's CPU"} for b, p in left_out]
     return [p for p in pairs if p not in opt_in and p not in left_out], skipped
-
-
-def candidate_backends(device: str, chosen: list | None) -> list[tuple[str, str]]:
-    return plan_backends(device, chosen)[0]
 
 
 def random_inputs(bundle, batch: int, seed: int = 0) -> np.ndarray:

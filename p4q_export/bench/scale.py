@@ -24,7 +24,10 @@ from pathlib import Path
 
 import yaml
 
+from ..data.loader import default_workers
+from ..devices import device_kind
 from ..models.testbed import REPO_ROOT, cache_root
+from .run import cpu_info
 from .scale_data import DataParams, ensure_dataset
 from .scale_proc import run_stage
 
@@ -55,18 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def device_kind(device: str) -> str:
-    if device.strip().lower() == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if device.strip().lower().startswith("cuda") else "cpu"
-
-
 def resolve_sizes(args: argparse.Namespace) -> dict:
     kind = device_kind(args.device)
     sizes = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in SIZES[kind].items()}
-    workers = args.workers if args.workers is not None else (1 if kind == "cpu" else min(8, os.cpu_count() or 1))
+    workers = args.workers if args.workers is not None else (1 if kind == "cpu" else default_workers())
     return {**sizes, "seed": args.seed, "workers": workers, "amp": args.amp, "device": args.device, "device_kind": kind}
 
 
@@ -98,19 +93,11 @@ def machine_info(device_kind_: str, load_avg: float | None = None) -> dict:
     while they run."""
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor() or None)
+    cpu = cpu_info()["model"]
     gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
             if device_kind_ == "cuda" and torch.cuda.is_available() else [])
     return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "torch": torch.__version__,
             "python": platform.python_version(), "load_avg_1m": load_avg}
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 # --- the report ---------------------------------------------------------------------------------

@@ -45,13 +45,14 @@ class DataParams:
 
 
 def imagenet_wnids(n: int) -> list[str]:
-    """The first `n` ImageNet-1k WordNet ids in sorted order (= ImageNet class index order)."""
-    from timm.data import ImageNetInfo
+    """The first `n` ImageNet-1k WordNet ids in sorted order (= ImageNet class index order): the
+    ids the class-name resolver maps to open_clip's names."""
+    from ..data.classnames import imagenet_wnid_names
 
-    info = ImageNetInfo()
-    if not 1 <= n <= info.num_classes():
-        raise ValueError(f"classes must be 1..{info.num_classes()}, got {n}")
-    return sorted(info.index_to_label_name(i) for i in range(info.num_classes()))[:n]
+    wnids = list(imagenet_wnid_names())
+    if not 1 <= n <= len(wnids):
+        raise ValueError(f"classes must be 1..{len(wnids)}, got {n}")
+    return wnids[:n]
 
 
 def _class_style(seed: int, label: int) -> dict:

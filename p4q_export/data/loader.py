@@ -4,8 +4,8 @@ whole split at once (ImageNet's 50,000 validation images as one float tensor wou
 Image files are decoded, resized and center-cropped in DataLoader worker processes (`--workers`)
 into uint8 tensors, pinned when they go to a GPU; the float conversion and mean/std normalization
 run on the device. In-memory uint8 arrays (Fashion-MNIST, MNIST, digits) skip the workers: one
-batched resize on a slice is faster than any per-image pipeline. Either way batch k holds the same
-images in the same order as `preprocess_dataset` would, with the same numbers.
+batched resize on a slice is faster than any per-image pipeline. Either way a batch holds the
+images in dataset order, each with the numbers that resizing and normalizing it alone would give.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """DeployModel → QDQ ONNX (opset 17, dynamic batch) with the legacy TorchScript exporter.
 
-The fake quantizers call torch.fake_quantize_per_{tensor,channel}_affine, which that exporter
-turns into clean QuantizeLinear → DequantizeLinear pairs (int8 zero points, no Clip between them).
+While exporting, the fake quantizers call torch.fake_quantize_per_{tensor,channel}_affine, which
+that exporter turns into clean QuantizeLinear → DequantizeLinear pairs (int8 zero points, no Clip
+between them); outside export they compute exactly what those ONNX ops define (quant/grid.py).
 
 Weight form: FP32 weight initializer → QuantizeLinear(axis 0) → DequantizeLinear → (Transpose) →
 MatMul/Conv. This is the form NVIDIA's own QAT tools (pytorch-quantization, ModelOpt's torch

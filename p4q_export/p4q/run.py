@@ -183,7 +183,7 @@ def load_run(run_dir, device: torch.device | str = "cpu") -> TrainedRun:
     prompt_learner = PromptLearner(
         model, loaded.tokenizer, classnames, n_ctx=recipe.n_ctx, ctx_init=recipe.ctx_init,
         class_token_position=recipe.class_token_position, csc=recipe.csc,
-    ).to(device)
+    )  # on the model's device
     try:
         prompt_learner.load_state_dict(state["prompt_learner"])
         adapter = None

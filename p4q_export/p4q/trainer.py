@@ -136,9 +136,9 @@ def train_seed(prep: Prepared, seed: int, run_dir: Path, dist: DistContext, *, m
                 dist.all_reduce_grads(params)
                 for o in opts.values():
                     o.step()
-                parts_t = dist.sum(parts_t)
-                step_losses.append(float(parts_t[0]))
-                for name, value in zip(("loss", "ce", "distill"), parts_t.tolist()):
+                values = dist.sum(parts_t).tolist()  # one device→host copy per step
+                step_losses.append(values[0])
+                for name, value in zip(("loss", "ce", "distill"), values):
                     sums[name] += value * len(batch)
             history.append({"epoch": epoch + 1, **{k: v / len(labels) for k, v in sums.items()}, "step_losses": step_losses})
             synchronize(prep.device)

@@ -132,7 +132,7 @@ class FakeQuantizer(nn.Module):
         self._is_calibrated = bool(self.calibrated)
 
     # --- forward ---------------------------------------------------------------------------
-    def _uses_torch_op(self) -> bool:
+    def _int8_grid(self) -> bool:
         return self.bits == 8 or (self.narrow_range and self.bits == 7)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,7 @@ class FakeQuantizer(nn.Module):
 
     def fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
         axis = (self.axis % x.ndim) if self.per_channel else None
-        if not self._uses_torch_op():
+        if not self._int8_grid():
             return fake_quantize_ste(x, self.scale, self.zero_point, self.qmin, self.qmax, axis)
         if not torch.onnx.is_in_onnx_export():
             return _QuantizeLinearSte.apply(x, self.scale, self.zero_point, self.qmin, self.qmax, axis)

@@ -34,9 +34,11 @@ class Runner(Protocol):
         ...
 
 
-def open_runner(bundle, backend: str, **opts) -> Runner:
-    """`bundle`: a Bundle or a bundle directory (hashes verified). `opts` go to the runner:
-    torch: precision="int8"|"fp32"|"fp16"|"bf16", device="cpu"|"cuda"|"cuda:N", threads=N;
+def open_runner(bundle, backend: str, device: str | None = None, **opts) -> Runner:
+    """`bundle`: a Bundle or a bundle directory (hashes verified). `device` is where the torch
+    backend runs (auto|cpu|cuda|cuda:N; default cpu); the other backends choose their own, so
+    they ignore it. `opts` go to the runner:
+    torch: precision="int8"|"fp32"|"fp16"|"bf16", threads=N;
     ort/ort-exact: precision="int8"|"fp32" (fp32 = the same graph with Q/DQ stripped), threads=N;
     trt: whatever trt_runner.TrtRunner accepts (e.g. engine path, fp16)."""
     from ..deploy.bundle import Bundle, load_bundle
@@ -45,7 +47,7 @@ def open_runner(bundle, backend: str, **opts) -> Runner:
     if backend == "torch":
         from .torch_runner import TorchRunner
 
-        return TorchRunner(b, **opts)
+        return TorchRunner(b, device=device or "cpu", **opts)
     if backend in ("ort", "ort-exact"):
         from .ort_runner import OrtRunner
 

@@ -12,12 +12,11 @@ from ..data.datasets import ImageDataset, open_image
 from ..data.preprocess import pil_to_uint8_nchw
 
 
-def _finish(bundle, images_u8: torch.Tensor) -> np.ndarray:
-    prep = bundle.tensor_preprocess()
-    x = prep.resize_crop(images_u8)
+def _bundle_input(bundle, prep, resized_u8: torch.Tensor) -> np.ndarray:
+    """Resized uint8 images → the bundle's input: as they are where the graph normalizes itself."""
     if bundle.uint8_input:
-        return x.contiguous().numpy().astype(np.uint8)
-    return prep.normalize(x).contiguous().numpy().astype(np.float32)
+        return resized_u8.contiguous().numpy().astype(np.uint8)
+    return prep.normalize(resized_u8).contiguous().numpy().astype(np.float32)
 
 
 def dataset_inputs(bundle, ds: ImageDataset, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -32,10 +31,11 @@ def dataset_input_batches(bundle, ds: ImageDataset, batch_size: int, indices=Non
 
     prep = bundle.tensor_preprocess()
     for x in uint8_batches(ds, prep, batch_size, indices, workers):
-        yield x.contiguous().numpy().astype(np.uint8) if bundle.uint8_input else prep.normalize(x).contiguous().numpy()
+        yield _bundle_input(bundle, prep, x)
 
 
 def file_inputs(bundle, files: list[Path | str]) -> np.ndarray:
     """All files are opened (UserError for a non-image) before any inference runs."""
     images = [open_image(f) for f in files]
-    return np.concatenate([_finish(bundle, t.unsqueeze(0)) for t in pil_to_uint8_nchw(images)])
+    prep = bundle.tensor_preprocess()
+    return np.concatenate([_bundle_input(bundle, prep, prep.resize_crop(t.unsqueeze(0))) for t in pil_to_uint8_nchw(images)])

@@ -27,9 +27,7 @@ def predict_files(bundle_dir: Path | str, files: list[Path | str], top_k: int = 
         raise UserError("--top-k must be at least 1")
     bundle = load_bundle(bundle_dir)
     images = file_inputs(bundle, files)
-    if backend == "torch":
-        runner_opts["device"] = device
-    runner = open_runner(bundle, backend, **runner_opts)
+    runner = open_runner(bundle, backend, device=device, **runner_opts)
     probs = softmax(runner(images).astype(np.float64))
     names = bundle.classnames
     k = min(top_k, len(names))
