@@ -13,7 +13,7 @@ if [ "${1:-}" = "--prepare" ]; then
   grep -qx '/.data/' .git/info/exclude 2>/dev/null || echo /.data/ >> .git/info/exclude
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
-    open_clip_torch ftfy wcwidth polygraphy mlxtend regex timm huggingface_hub safetensors
+    open_clip_torch ftfy wcwidth polygraphy mlxtend regex timm huggingface_hub safetensors tqdm
   mkdir -p .data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .data/fashion-mnist/
   exit 0
 fi
