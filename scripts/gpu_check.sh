@@ -4,6 +4,7 @@
 # .whl/ and Fashion-MNIST in .data/fashion-mnist/ (both git-ignored, carried). Prepare them here with
 #   bash scripts/gpu_check.sh --prepare
 # then run on the device:  bash scripts/gpu_check.sh [EPOCHS_FOR_SCALE]
+# with the device tool's carry: [".whl", ".data"] (about 39 MiB of the 64 allowed).
 # Results land in $OUT (or out/gpu-check): each stage's JSON and log, and summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
