@@ -25,7 +25,7 @@ class _QuantizeLinearSte(torch.autograd.Function):
         q, scale, zero_point = quantize_codes(x, scale, zero_point, axis)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward((q >= qmin) & (q <= qmax))
-        return (q.clamp(qmin, qmax) - zero_point) * scale
+        return q.clamp_(qmin, qmax).sub_(zero_point).mul_(scale)  # in place: activations are large
 
     @staticmethod
     def backward(ctx, grad):

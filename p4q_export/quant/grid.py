@@ -63,14 +63,15 @@ def quantize_codes(x, scale, zero_point, axis: int | None):
     by 1/s, and torch.round's half-to-even: ONNX QuantizeLinear's arithmetic, code for code."""
     scale = _broadcast(torch.as_tensor(scale, dtype=torch.float32, device=x.device), x, axis)
     zero_point = _broadcast(torch.as_tensor(zero_point, device=x.device).to(torch.float32), x, axis)
-    return torch.round(x / scale) + zero_point, scale, zero_point
+    return torch.div(x, scale).round_().add_(zero_point), scale, zero_point  # in place: one temporary
 
 
 def fake_quantize_reference(x, scale, zero_point, qmin: int, qmax: int, axis: int | None = None) -> torch.Tensor:
     """QuantizeLinear then DequantizeLinear: q = clamp(round(x / s) + z, qmin, qmax); x̂ = (q - z) · s.
-    `axis` names the channel dimension of per-channel `scale`/`zero_point` (None: per tensor)."""
-    q, scale, zero_point = quantize_codes(x, scale, zero_point, axis)
-    return (q.clamp(qmin, qmax) - zero_point) * scale
+    `axis` names the channel dimension of per-channel `scale`/`zero_point` (None: per tensor).
+    Values only (no gradient): the quantizers attach theirs."""
+    q, scale, zero_point = quantize_codes(x.detach(), scale, zero_point, axis)
+    return q.clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
 
 
 def fake_quantize_ste(x, scale, zero_point, qmin: int, qmax: int, axis: int | None = None) -> torch.Tensor:
