@@ -82,12 +82,9 @@ def is_run_dir(path) -> bool:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path.parent} is not a finished training run (no {path.name})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{what} {path} is damaged: {exc}") from None
+    from ..manifest import read_json
+
+    data = read_json(path, f"{path.parent} is not a finished training run (no {path.name})")
     if not isinstance(data, dict):
         raise UserError(f"{what} {path} is damaged (not a JSON object)")
     return data
