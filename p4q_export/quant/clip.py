@@ -176,7 +176,7 @@ def calibrating(module: nn.Module) -> Iterator[nn.Module]:
         layer.calibrate_weight()
 
 
-def _text_layer_names(model: nn.Module) -> set[str]:
+def text_layer_names(model: nn.Module) -> set[str]:
     try:
         modules, owner = _text_tower(model)
     except UserError:
@@ -204,7 +204,7 @@ def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = 
         if len(images) == 0:
             raise UserError("calibration needs at least one image")
         images = tensor_batches(images, batch_size)
-    text_quantized = bool(_text_layer_names(model))
+    text_quantized = bool(text_layer_names(model))
     if text_quantized and text_tokens is None:
         raise UserError("the text tower is quantized: calibrate_clip needs text_tokens")
     device = module_device(model)
