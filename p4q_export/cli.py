@@ -43,6 +43,7 @@ def _register() -> None:
         bench,
         build_engine,
         export,
+        inspect,
         predict,
         pretrain,
         train,
@@ -54,6 +55,7 @@ def _register() -> None:
     app.command("eval")(eval_cmd.eval_command)
     app.command("train")(train.train)
     app.command("export")(export.export)
+    app.command("inspect")(inspect.inspect)
     app.command("validate")(validate.validate)
     app.command("build-engine")(build_engine.build_engine)
     app.command("bench")(bench.bench)

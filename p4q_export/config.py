@@ -61,6 +61,7 @@ class TrainRecipe:
     act_per_channel: bool = False  # paper profile only: channel-wise activations (official)
     calib_images: int = CALIB_IMAGES
     calib_seed: int = CALIB_SEED
+    keep_fp: list = dataclasses.field(default_factory=list)  # fnmatch patterns of layers left FP (see `inspect --suggest`)
     # prompt learner
     n_ctx: int = 16
     ctx_init: str = ""  # e.g. "a photo of a" (sets n_ctx); empty = random init std 0.02

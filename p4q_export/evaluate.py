@@ -37,6 +37,7 @@ class EvalRequest:
     workers: int | None = None  # image-decoding processes (None: one per core, up to 8)
     amp: bool = False  # bf16 autocast for an FP model's forward (never for the quantized one)
     batch_size: int = 500
+    keep_fp: list[str] | None = None  # --quant: layers (fnmatch patterns) left FP
 
 
 def _is_bundle(path: Path) -> bool:
@@ -51,8 +52,8 @@ def evaluate(req: EvalRequest) -> dict:
     if _is_bundle(target):
         from .runtime.validate import evaluate_bundle
 
-        if req.amp:
-            raise UserError("--amp applies to an FP model; a bundle runs as exported")
+        if req.amp or req.keep_fp:
+            raise UserError(f"{'--amp' if req.amp else '--keep-fp'} applies to a MODEL; a bundle runs as exported")
         return evaluate_bundle(target, req.data, backend=req.backend or "ort-exact", limit=req.limit or None,
                                workers=req.workers, device=req.device)
     from .p4q.run import is_run_dir
@@ -60,6 +61,8 @@ def evaluate(req: EvalRequest) -> dict:
     is_run = target.is_dir() and is_run_dir(target)
     if req.amp and (req.quant or is_run):
         raise UserError("--amp applies to an FP model only; the quantized reference stays FP32")
+    if is_run and req.keep_fp:
+        raise UserError("--keep-fp: a RUN keeps the layers its recipe names (keep_fp); retrain to change them")
     if not is_run and req.backend not in (None, "torch"):
         raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
     device = resolve_device(req.device)
@@ -88,11 +91,12 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> tuple[dict, float
         calib = load_dataset(req.data, split="train")
         with tempfile.TemporaryDirectory(prefix="p4q-eval-calib-") as calib_dir:  # eval writes nothing
             model, info = build_ptq_model(loaded, profile, req.quantize_text, calib, n_calib=req.calib_images,
-                                          seed=req.calib_seed, calibration_dir=calib_dir, workers=req.workers)
+                                          seed=req.calib_seed, calibration_dir=calib_dir, workers=req.workers,
+                                          keep_fp=req.keep_fp)
         info.pop("calibration_list")  # a path that no longer exists; the hashes identify the sample
         mode = "ptq_zeroshot"
-    elif req.bits or req.act_observer or req.weight_observer:
-        raise UserError("--bits and the observers need --quant PROFILE")
+    elif req.bits or req.act_observer or req.weight_observer or req.keep_fp:
+        raise UserError("--bits, --keep-fp and the observers need --quant PROFILE")
     classifier = zero_shot_classifier(model, loaded.tokenizer, test.classnames, templates_for(test.name), amp=req.amp)
     t0 = time.perf_counter()
     batches = image_batches(test, loaded.preprocess, req.batch_size, device, workers=req.workers)

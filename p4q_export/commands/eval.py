@@ -21,6 +21,8 @@ def eval_command(
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant (the same seeded sample as `train` and `export MODEL`).")] = CALIB_IMAGES,
     act_observer: Annotated[str | None, typer.Option("--act-observer", help="Activation observer for --quant: minmax, percentile[:P] or omse.")] = None,
     weight_observer: Annotated[str | None, typer.Option("--weight-observer", help="Weight observer for --quant: minmax, percentile[:P] or omse.")] = None,
+    keep_fp: Annotated[list[str] | None, typer.Option("--keep-fp", metavar="PATTERN", help="With --quant: leave the matching layers in FP "
+                                                   "(fnmatch over layer names, repeatable; see `inspect --suggest`).")] = None,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
     amp: AmpOpt = False,
@@ -35,7 +37,7 @@ def eval_command(
             target=target, data=data, quant=quant, bits=bits,
             quantize_text=quantize_text, backend=backend, limit=limit, calib_images=calib_images,
             act_observer=act_observer, weight_observer=weight_observer,
-            device=device, workers=workers, amp=amp, batch_size=batch_size,
+            device=device, workers=workers, amp=amp, batch_size=batch_size, keep_fp=keep_fp or None,
         )
     )
     emit(result, json_out, lambda r: f"{r.get('mode', 'eval')} on {r.get('data')}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (n={r['n']}, {r['backend']}"

@@ -23,6 +23,8 @@ def export(
                                         "256 keeps a ViT-B export on 2 CPU cores within 2 minutes.")] = CALIB_IMAGES,
     embedding: Annotated[bool, typer.Option("--embedding/--no-embedding", help="Also output the normalized image embedding ('embedding'): "
                                             "for retrieval, and what `validate` compares.")] = True,
+    keep_fp: Annotated[list[str] | None, typer.Option("--keep-fp", metavar="PATTERN", help="Leave the matching image-tower layers in FP "
+                                                   "(fnmatch over layer names, repeatable; a RUN keeps its recipe's keep_fp).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds something.")] = False,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
@@ -33,6 +35,6 @@ def export(
 
     result = export_bundle(source, out, profile=profile, data=data, calib_images=calib_images,
                            uint8_input=uint8_input, with_embedding=embedding, force=force,
-                           device=device, workers=workers)
+                           device=device, workers=workers, keep_fp=keep_fp or None)
     emit(result, json_out, lambda d: f"wrote {d['out']}: profile {d['profile']}, {d['quantized_layers']} quantized layers, "
          f"{d['classes']} classes, {d['seconds']:.1f}s")

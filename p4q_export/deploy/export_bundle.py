@@ -24,14 +24,16 @@ DEFAULT_THRESHOLDS = {"cosine_min": 0.999, "top1_agreement_min": 0.99, "tie_cosi
 
 
 def fold_source(source: str, profile: str | None, data: str | None, calib_images: int, uint8_input: bool,
-                with_embedding: bool, calibration_dir: Path, device: torch.device, workers: int | None) -> FoldedModel:
+                with_embedding: bool, calibration_dir: Path, device: torch.device, workers: int | None,
+                keep_fp: list[str] | None = None) -> FoldedModel:
     """Fold on `device` (calibration and the text side are the heavy part), then bring the network
     to the CPU: the ONNX export and reference.pt are device-independent."""
     if _is_run(Path(source)):
-        folded = fold_run(source, profile, uint8_input=uint8_input, with_embedding=with_embedding, device=device)
+        folded = fold_run(source, profile, uint8_input=uint8_input, with_embedding=with_embedding, device=device, keep_fp=keep_fp)
     else:
         folded = fold_model(source, data, profile, calib_images=calib_images, uint8_input=uint8_input,
-                            with_embedding=with_embedding, calibration_dir=calibration_dir, device=device, workers=workers)
+                            with_embedding=with_embedding, calibration_dir=calibration_dir, device=device, workers=workers,
+                            keep_fp=keep_fp)
     folded.module.cpu()
     return folded
 
@@ -78,7 +80,7 @@ def _manifest(folded: FoldedModel, report, expected_layers: int, started: float,
 
 def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = CALIB_IMAGES,
                   uint8_input: bool = False, with_embedding: bool = True, force: bool = False, device: str = "auto",
-                  workers: int | None = None) -> dict:
+                  workers: int | None = None, keep_fp: list[str] | None = None) -> dict:
     from ..devices import describe_device, resolve_device
 
     started = time.time()
@@ -91,7 +93,7 @@ def export_bundle(source: str, out: Path, profile: str | None = None, data: str 
     log(f"folding {source} ...")
     calib_tmp = Path(tempfile.mkdtemp(prefix=".p4q-calib-", dir=out.parent if out.parent.exists() else None))
     try:
-        folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp, torch_device, workers)
+        folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp, torch_device, workers, keep_fp)
         folded.model_info = {**folded.model_info, "folded_on": describe_device(torch_device)}
         return _write(folded, out, calib_tmp, started, uint8_input, with_embedding, force)
     finally:
@@ -123,6 +125,7 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         "classes": len(manifest["classnames"]),
         "quantized_layers": manifest["onnx"]["quantized_layers"],
         "qdq_pairs": manifest["onnx"]["qdq_pairs"],
+        "keep_fp": manifest["reference"]["config"].get("keep_fp", []),
         "uint8_input": uint8_input,
         "files": {k: v["bytes"] for k, v in manifest["files"].items()},
         "seconds": round(time.time() - started, 2),

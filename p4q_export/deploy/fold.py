@@ -97,12 +97,13 @@ def resolve_profile(name: str | None, default: str = "trt"):
     return profile
 
 
-def _reference_config(loaded, profile, adapter_cfg, classnames, embed_dim, uint8_input, with_embedding) -> dict:
+def _reference_config(loaded, profile, adapter_cfg, classnames, embed_dim, uint8_input, with_embedding, keep_fp=()) -> dict:
     prep = loaded.preprocess
     return {
         "model_name": loaded.name,
         "model_cfg": loaded.model_cfg,
         "profile": profile.as_dict(),
+        "keep_fp": [n for n in keep_fp if n.startswith("visual.")],  # image-tower layers left FP
         "adapter": adapter_cfg,
         "num_classes": len(classnames),
         "embed_dim": int(embed_dim),
@@ -122,8 +123,10 @@ def _assemble(visual, class_embeddings, logit_scale, adapter, loaded, uint8_inpu
 
 def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int = CALIB_IMAGES,
                uint8_input: bool = False, with_embedding: bool = False, seed: int = CALIB_SEED,
-               calibration_dir="calibration", device: torch.device | str = "cpu", workers: int | None = None) -> FoldedModel:
-    """A bare MODEL: PTQ of the image tower on DATA's training split, zero-shot template head."""
+               calibration_dir="calibration", device: torch.device | str = "cpu", workers: int | None = None,
+               keep_fp: list[str] | None = None) -> FoldedModel:
+    """A bare MODEL: PTQ of the image tower on DATA's training split (the `keep_fp` layers left FP),
+    zero-shot template head."""
     from ..data import load_dataset, parse_spec, templates_for
     from ..models import load_model
     from ..models.zeroshot import zero_shot_classifier
@@ -140,7 +143,7 @@ def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int
     class_emb = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates_for(train.name))
     logit_scale = float(loaded.model.logit_scale.exp().item())
     model, info = build_ptq_model(loaded, profile, False, train, n_calib=calib_images, seed=seed, calibration_dir=calibration_dir,
-                                  workers=workers)
+                                  workers=workers, keep_fp=keep_fp)
     module = _assemble(model.visual, class_emb, logit_scale, None, loaded, uint8_input, with_embedding)
     return FoldedModel(
         module=module,
@@ -148,7 +151,8 @@ def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int
         preprocess=loaded.preprocess,
         model_info=loaded.describe(),
         profile=profile,
-        reference_config=_reference_config(loaded, profile, None, classnames, class_emb.shape[1], uint8_input, with_embedding),
+        reference_config=_reference_config(loaded, profile, None, classnames, class_emb.shape[1], uint8_input, with_embedding,
+                                           model.p4q_keep_fp),
         source_kind="model",
         data=data,
         ptq_info=_jsonable(info),
@@ -156,8 +160,9 @@ def fold_model(spec: str, data: str, profile_name: str | None, calib_images: int
 
 
 def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_embedding: bool = False,
-             device: torch.device | str = "cpu") -> FoldedModel:
-    """A trained P4Q run: its quantized image tower, QAdapter and learned-prompt class embeddings."""
+             device: torch.device | str = "cpu", keep_fp: list[str] | None = None) -> FoldedModel:
+    """A trained P4Q run: its quantized image tower, QAdapter and learned-prompt class embeddings.
+    Its recipe's keep_fp decides the FP layers; a different `keep_fp` is refused."""
     from ..p4q.run import load_run
 
     run = load_run(run_dir, device=device)
@@ -165,6 +170,9 @@ def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_
     if profile is None:
         raise UserError(f"run {run_dir} is full precision (method {getattr(run.recipe, 'method', 'coop')}): nothing INT8 to export; "
                         "export its MODEL with --profile trt, or train with --method p4q")
+    if keep_fp and sorted(keep_fp) != sorted(run.recipe.keep_fp):
+        raise UserError(f"run {run_dir} keeps {run.recipe.keep_fp or 'no layers'} in FP (its recipe's keep_fp), not {list(keep_fp)}: "
+                        "a run exports as it was trained; retrain with --set keep_fp=[...]")
     profile.require_exportable()  # a run trained with `paper` fake quantization is not deployable
     if profile_name and profile_name.strip().lower() != profile.name:
         asked = resolve_profile(profile_name)  # refuses `paper` with its own message
@@ -195,7 +203,8 @@ def fold_run(run_dir, profile_name: str | None, uint8_input: bool = False, with_
         preprocess=loaded.preprocess,
         model_info=loaded.describe(),
         profile=profile,
-        reference_config=_reference_config(loaded, profile, adapter_cfg, run.classnames, class_emb.shape[1], uint8_input, with_embedding),
+        reference_config=_reference_config(loaded, profile, adapter_cfg, run.classnames, class_emb.shape[1], uint8_input, with_embedding,
+                                           getattr(run.model, "p4q_keep_fp", [])),
         source_kind="run",
         recipe=_jsonable(run.recipe),
         accuracy=_jsonable(metrics.get("accuracy", {})),
@@ -215,7 +224,7 @@ def rebuild_reference(config: dict, state_dict: dict) -> DeployModel:
     cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
     profile = QuantProfile(**config["profile"])
     clip = cls(**cfg)
-    quantize_clip(clip, profile, quantize_text=False)
+    quantize_clip(clip, profile, quantize_text=False, keep_fp=config.get("keep_fp") or [])
     adapter = None
     if config.get("adapter"):
         from ..p4q.adapter import QAdapter

@@ -98,6 +98,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
         model, info = build_ptq_model(
             loaded, profile, quantize_text=recipe.quantize_text, calib=train_ds,
             n_calib=recipe.calib_images, seed=recipe.calib_seed, calibration_dir=calib_dir, workers=workers,
+            keep_fp=recipe.keep_fp,
         )
         synchronize(device)
         timings["calibration_s"] = round(time.perf_counter() - t0, 3)

@@ -170,7 +170,7 @@ def load_run(run_dir, device: torch.device | str = "cpu") -> TrainedRun:
         from ..quant import load_quant_state, quantize_clip
 
         profile = recipe_profile(recipe)
-        quantize_clip(model, profile, quantize_text=recipe.quantize_text)
+        quantize_clip(model, profile, quantize_text=recipe.quantize_text, keep_fp=recipe.keep_fp)
         if "quant_state" not in state:
             raise UserError(f"run {run_dir} is damaged: its checkpoint holds no calibration state")
         load_quant_state(model, state["quant_state"])

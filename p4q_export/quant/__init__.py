@@ -11,6 +11,7 @@ from .clip import (  # noqa: F401
     quant_state_dict,
     quantization_disabled,
     quantize_clip,
+    resolve_keep_fp,
 )
 from .fake_quant import FakeQuantizer  # noqa: F401
 from .grid import fake_quantize_reference, qparams_from_range, quant_range  # noqa: F401

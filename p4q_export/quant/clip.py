@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
@@ -23,14 +24,30 @@ from .layers import QuantConv2d, QuantLinear, QuantProjection
 from .profiles import QuantProfile
 
 
-def _replace_linears(tower: nn.Module, profile: QuantProfile) -> None:
+def _linear_names(tower: nn.Module, prefix: str) -> list[str]:
+    """Full names of the nn.Linear layers `_replace_linears` would quantize under `tower`."""
+    skip: list[str] = []
+    out = []
+    for name, module in tower.named_modules():
+        if any(name.startswith(s + ".") for s in skip):
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            skip.append(name)
+        elif isinstance(module, nn.Linear) and name:
+            out.append(f"{prefix}.{name}" if prefix else name)
+    return out
+
+
+def _replace_linears(tower: nn.Module, profile: QuantProfile, prefix: str = "", keep: frozenset = frozenset()) -> None:
     """Every nn.Linear under `tower` → QuantLinear, except those inside an nn.MultiheadAttention
-    (it reads out_proj.weight directly, so a wrapper would be bypassed)."""
-    for parent in list(tower.modules()):
+    (it reads out_proj.weight directly, so a wrapper would be bypassed) and those named in `keep`
+    (full names; they stay FP nn.Linear)."""
+    for parent_name, parent in list(tower.named_modules()):
         if isinstance(parent, (nn.MultiheadAttention, QuantLinear, QuantConv2d)):
             continue
+        base = ".".join(p for p in (prefix, parent_name) if p)
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and f"{base}.{name}".lstrip(".") not in keep:
                 setattr(parent, name, QuantLinear.from_linear(child, profile))
 
 
@@ -55,8 +72,46 @@ def _text_tower(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
     raise UserError("this model's text tower cannot be quantized (no open_clip text transformer found)")
 
 
-def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool = False) -> nn.Module:
-    """In place; returns `model`. Weights are calibrated now, activations by `calibrate_clip`."""
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def _candidates(model: nn.Module, profile: QuantProfile, quantize_text: bool) -> list[str]:
+    """Names of the layers quantize_clip would quantize (explicit attention already swapped in),
+    in network order: what `keep_fp` patterns are matched against."""
+    visual = model.visual
+    names = ["visual.conv1"] if profile.quantize_patch_embed else []
+    names += _linear_names(visual, "visual")
+    if isinstance(getattr(visual, "proj", None), (nn.Linear, nn.Parameter)):
+        names.append("visual.proj")
+    if quantize_text:
+        modules, owner = _text_tower(model)
+        for module in modules:
+            names += _linear_names(module, _module_name(model, module))
+        if isinstance(getattr(owner, "text_projection", None), (nn.Linear, nn.Parameter)):
+            owner_name = _module_name(model, owner)
+            names.append(f"{owner_name}.text_projection".lstrip("."))
+    return names
+
+
+def resolve_keep_fp(names: list[str], patterns: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The quantizable layer names matched by the fnmatch `patterns` (in network order); a pattern
+    that matches none of them is bad input."""
+    patterns = [str(p).strip() for p in (patterns or []) if str(p).strip()]
+    unmatched = [p for p in patterns if not any(fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        example = ", ".join(names[:3])
+        raise UserError(f"keep_fp pattern(s) {', '.join(repr(p) for p in unmatched)} match no quantized layer "
+                        f"(names look like {example}, ...; `p4q-export inspect` lists them)")
+    return [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
+
+
+def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool = False,
+                  keep_fp: list[str] | tuple[str, ...] | None = None) -> nn.Module:
+    """In place; returns `model`. Weights are calibrated now, activations by `calibrate_clip`.
+    `keep_fp`: fnmatch patterns over the quantized-layer names (e.g. `visual.transformer.resblocks.3.mlp.c_proj`,
+    `transformer.resblocks.*.attn.*`): those layers stay FP (no quantizer anywhere downstream). The
+    resolved names are kept on `model.p4q_keep_fp`."""
     if not hasattr(model, "visual"):
         raise UserError("quantize_clip needs an open_clip CLIP model (no .visual tower)")
     if quant_layers(model):
@@ -65,18 +120,24 @@ def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool =
 
     device = module_device(model)
     make_attention_explicit(model)
+    kept = resolve_keep_fp(_candidates(model, profile, quantize_text), keep_fp)
+    keep = frozenset(kept)
     visual = model.visual
     if profile.quantize_patch_embed:
         if not isinstance(getattr(visual, "conv1", None), nn.Conv2d):
             raise UserError("quantize_patch_embed: this image tower has no patch-embedding conv1")
-        visual.conv1 = QuantConv2d.from_conv(visual.conv1, profile)
-    _replace_linears(visual, profile)
-    _replace_projection(visual, "proj", profile)
+        if "visual.conv1" not in keep:
+            visual.conv1 = QuantConv2d.from_conv(visual.conv1, profile)
+    _replace_linears(visual, profile, "visual", keep)
+    if "visual.proj" not in keep:
+        _replace_projection(visual, "proj", profile)
     if quantize_text:
         modules, owner = _text_tower(model)
         for module in modules:
-            _replace_linears(module, profile)
-        _replace_projection(owner, "text_projection", profile)
+            _replace_linears(module, profile, _module_name(model, module), keep)
+        if f"{_module_name(model, owner)}.text_projection".lstrip(".") not in keep:
+            _replace_projection(owner, "text_projection", profile)
+    model.p4q_keep_fp = kept
     return model.to(device)  # the swapped-in layers and their quantizers start on the CPU
 
 
@@ -115,7 +176,7 @@ def calibrating(module: nn.Module) -> Iterator[nn.Module]:
         layer.calibrate_weight()
 
 
-def _text_layer_names(model: nn.Module) -> set[str]:
+def text_layer_names(model: nn.Module) -> set[str]:
     try:
         modules, owner = _text_tower(model)
     except UserError:
@@ -143,7 +204,7 @@ def calibrate_clip(model: nn.Module, images, text_tokens: torch.Tensor | None = 
         if len(images) == 0:
             raise UserError("calibration needs at least one image")
         images = tensor_batches(images, batch_size)
-    text_quantized = bool(_text_layer_names(model))
+    text_quantized = bool(text_layer_names(model))
     if text_quantized and text_tokens is None:
         raise UserError("the text tower is quantized: calibrate_clip needs text_tokens")
     device = module_device(model)

@@ -38,11 +38,12 @@ def build_ptq_model(
     calibration_dir: Path | str = "calibration",
     batch_size: int = 128,
     workers: int | None = None,
+    keep_fp: list[str] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Quantize `loaded.model` IN PLACE (copy it first if the FP model is still needed as a separate
     object; `quantization_disabled` gives the FP forward back) and calibrate it on `n_calib`
     seeded training images, streamed in batches to the model's device (`workers` decode image
-    files). Returns (model, info) with what a run manifest records."""
+    files; `keep_fp` patterns name layers left FP). Returns (model, info) with what a run manifest records."""
     from ..devices import module_device
 
     if calib.split != "train":
@@ -50,7 +51,7 @@ def build_ptq_model(
     idx = calibration_indices(len(calib), n_calib, seed)
     list_path = write_calibration_list(calib, idx, calibration_dir, seed)
     tokens = caption_tokens(loaded, calib) if quantize_text else None
-    model = quantize_clip(loaded.model, profile, quantize_text=quantize_text)
+    model = quantize_clip(loaded.model, profile, quantize_text=quantize_text, keep_fp=keep_fp)
     log(f"calibrating {len(quant_layers(model))} quantized layers ({profile.name} W{profile.w_bits}A{profile.a_bits}) on {len(idx)} images")
     images = image_batches(calib, loaded.preprocess, batch_size, module_device(model), indices=idx, workers=workers)
     calibrate_clip(model, images, tokens, batch_size=batch_size)
@@ -60,6 +61,7 @@ def build_ptq_model(
         "profile_settings": profile.as_dict(),
         "quantize_text": bool(quantize_text),
         "n_quant_layers": len(quant_layers(model)),
+        "keep_fp": list(model.p4q_keep_fp),
         "n_calib": len(idx),
         "calib_seed": int(seed),
         "calibration_list": str(list_path),

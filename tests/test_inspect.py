@@ -1,0 +1,95 @@
+"""`inspect`: the per-layer SQNR / cosine / range statistics against a hand computation, the
+keep-FP toggles restoring the quantization state, and the CLI's report on a random-weight test bed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from p4q_export.quant import QuantLinear, calibrating, get_profile
+from p4q_export.quant.inspect import (
+    collect_layer_stats,
+    greedy_keep_fp,
+    layers_in_fp,
+    only_quantized,
+)
+
+
+class _Tiny(nn.Module):
+    """The smallest thing with a `visual` tower and encode_image: one quantized Linear."""
+
+    def __init__(self, profile):
+        super().__init__()
+        torch.manual_seed(0)
+        self.visual = nn.Sequential(QuantLinear.from_linear(nn.Linear(6, 4), profile))
+
+    def encode_image(self, x):
+        return self.visual(x)
+
+
+def _hand_fq(x, scale, qmin, qmax):
+    return torch.clamp(torch.round(x / scale), qmin, qmax) * scale
+
+
+@pytest.mark.parametrize("bits", ["8/8", "4/4"])
+def test_sqnr_cosine_and_ranges_match_a_hand_computation(bits):
+    profile = get_profile("paper", bits)
+    w_bits, a_bits = (int(b) for b in bits.split("/"))
+    model = _Tiny(profile).eval()
+    layer = model.visual[0]
+    x = torch.randn(3, 5, 6) * torch.tensor([1.0, 1, 1, 1, 1, 8.0])  # one outlier channel
+    with calibrating(model), torch.no_grad():
+        model.encode_image(x)
+    [s] = collect_layer_stats(model, [x[:2], x[2:]])
+
+    W, b = layer.weight.detach(), layer.bias.detach()
+    a_qmax, w_qmax = 2 ** (a_bits - 1) - 1, 2 ** (w_bits - 1) - 1
+    xq = _hand_fq(x, x.abs().max() / a_qmax, -a_qmax - 1, a_qmax)  # symmetric per-tensor input (minmax)
+    w_scale = W.abs().amax(dim=1, keepdim=True) / w_qmax  # per-output-channel narrow-range weights
+    wq = _hand_fq(W, w_scale, -w_qmax, w_qmax)
+    y, yq = (x @ W.T + b).double(), (xq @ wq.T + b).double()
+    sqnr = 10 * math.log10(float((y**2).sum() / ((y - yq) ** 2).sum()))
+    cosine = float((y * yq).sum() / (y.norm() * yq.norm()))
+    assert s.name == "visual.0" and s.tower == "image" and s.n_outputs == y.numel()
+    assert s.sqnr_db == pytest.approx(sqnr, abs=1e-3) and s.cosine == pytest.approx(cosine, abs=1e-5)
+    assert s.in_max == pytest.approx(float(x.abs().max()))
+    ch = x.abs().reshape(-1, 6).amax(0)
+    assert s.channel_spread == pytest.approx(float(ch.max() / ch.median()), rel=1e-5)
+    per_batch = [float(torch.quantile(t.abs().flatten(), 0.999, interpolation="higher")) for t in (x[:2], x[2:])]
+    assert s.in_p999 == pytest.approx(sum(per_batch) / 2, rel=1e-5)
+    assert layer.input_quantizer.enabled and layer.weight_quantizer.enabled  # the quantization state is restored
+
+
+def test_toggles_restore_state_and_greedy_stops_without_gain():
+    model = _Tiny(get_profile("trt")).eval()
+    layer = model.visual[0]
+    with layers_in_fp(model, ["visual.0"]):
+        assert not layer.input_quantizer.enabled and not layer.weight_quantizer.enabled
+    with only_quantized(model, ["visual.0"]):
+        assert layer.input_quantizer.enabled
+    assert layer.input_quantizer.enabled and layer.weight_quantizer.enabled
+    scores = {frozenset(): 0.5, frozenset(["visual.0"]): 0.7}
+    steps = greedy_keep_fp(model, ["visual.0"], lambda mode, changed: scores[changed], 3, 0.5)
+    assert [s["layer"] for s in steps] == ["visual.0"] and steps[0]["top1"] == 0.7
+    assert greedy_keep_fp(model, ["visual.0"], lambda mode, changed: 0.4, 3, 0.5) == []
+
+
+def test_inspect_cli_ranks_every_layer_and_writes_report_and_plot(cli, tmp_path):
+    out = tmp_path / "report.json"
+    proc = cli("--json", "inspect", "p4q-testbed", "--data", "fashion-mnist", "--quant", "paper", "--bits", "4/4",
+               "--quantize-text", "--calib-images", "32", "--stats-images", "16", "--limit", "50", "--suggest", "1",
+               "--alone", "--out", str(out), check=True)
+    report = json.loads(proc.stdout)
+    assert report["n_layers"] == 17 + 13 == len(report["ranking"]) == len(set(report["ranking"]))
+    assert json.loads(out.read_text())["ranking"] == report["ranking"]
+    assert out.with_suffix(".png").stat().st_size > 1000
+    row = report["layers"][0]
+    for key in ("sqnr_db", "cosine", "in_max", "in_p999", "channel_spread", "gain_keep_fp", "top1_alone"):
+        assert row[key] is not None, key
+    assert "suggest" in report and report["suggest"]["recipe_line"].startswith("keep_fp: [")
+    bad = cli("inspect", "p4q-testbed", "--data", "fashion-mnist")
+    assert bad.returncode == 2 and "--quant" in bad.stderr
