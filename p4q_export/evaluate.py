@@ -21,20 +21,26 @@ from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
 
 
 @dataclass
-class EvalRequest:
+class QuantTarget:
+    """A MODEL (or RUN) on a dataset, with the PTQ options `eval --quant` and `inspect` share."""
+
     target: str
     data: str | None = None
     quant: str | None = None
     bits: str | None = None
     quantize_text: bool = False
-    backend: str | None = None  # None: torch for models and runs, ort-exact for bundles
-    limit: int = 0
     calib_images: int = CALIB_IMAGES
     calib_seed: int = CALIB_SEED
     act_observer: str | None = None
     weight_observer: str | None = None
     device: str = "auto"  # models and runs (torch); a bundle's backend picks its own
     workers: int | None = None  # image-decoding processes (None: one per core, up to 8)
+
+
+@dataclass
+class EvalRequest(QuantTarget):
+    backend: str | None = None  # None: torch for models and runs, ort-exact for bundles
+    limit: int = 0
     amp: bool = False  # bf16 autocast for an FP model's forward (never for the quantized one)
     batch_size: int = 500
     keep_fp: list[str] | None = None  # --quant: layers (fnmatch patterns) left FP

@@ -15,30 +15,19 @@ from pathlib import Path
 
 import torch
 
-from .config import CALIB_IMAGES, CALIB_SEED
 from .errors import UserError
+from .evaluate import QuantTarget
 from .progress import log
 
 
 @dataclass
-class InspectRequest:
-    target: str
-    data: str | None = None
-    quant: str | None = None
-    bits: str | None = None
-    quantize_text: bool = False
-    act_observer: str | None = None
-    weight_observer: str | None = None
-    calib_images: int = CALIB_IMAGES
-    calib_seed: int = CALIB_SEED
+class InspectRequest(QuantTarget):
     stats_images: int = 256  # the first N calibration images feed the SQNR / range statistics
     limit: int = 1000  # test images for the accuracy effects (0 = the whole split)
     accuracy: bool = True
     accuracy_top: int = 0  # only the N layers with the lowest SQNR get the accuracy effect (0 = all)
     alone: bool = False  # also top-1 with each layer quantized alone
     suggest: int = 0
-    device: str = "auto"
-    workers: int | None = None
     batch_size: int = 250
 
 
@@ -168,8 +157,8 @@ def inspect_layers(req: InspectRequest) -> dict:
         measured = [n for n in names if n in set(measured)]  # network order
         log(f"top-1 on {len(test)} test images: quantized {quant_top1:.4f}, FP {fp_top1:.4f}; "
             f"keeping each of {len(measured)} layers FP in turn")
-        keep = qi.keep_fp_effects(model, measured, score)
-        alone = qi.alone_effects(model, measured, score) if req.alone else {}
+        keep = qi.layer_effects(model, measured, score, "keep_fp")
+        alone = qi.layer_effects(model, measured, score, "alone") if req.alone else {}
         for row in rows:
             n = row["name"]
             row["top1_keep_fp"] = keep.get(n)

@@ -161,21 +161,14 @@ def only_quantized(model: torch.nn.Module, names) -> Iterator[torch.nn.Module]:
 Scorer = Callable[[str, frozenset], float]  # (mode, layers that differ from the mode's base) -> top-1
 
 
-def keep_fp_effects(model, names: list[str], score: Scorer) -> dict[str, float]:
-    """top-1 with each named layer alone kept FP (all other layers quantized)."""
+def layer_effects(model, names: list[str], score: Scorer, mode: str) -> dict[str, float]:
+    """top-1 per named layer with that layer alone kept FP (`keep_fp`: every other layer
+    quantized) or alone quantized (`alone`: every other layer FP)."""
+    toggle = {"keep_fp": layers_in_fp, "alone": only_quantized}[mode]
     out = {}
     for name in names:
-        with layers_in_fp(model, [name]):
-            out[name] = score("keep_fp", frozenset([name]))
-    return out
-
-
-def alone_effects(model, names: list[str], score: Scorer) -> dict[str, float]:
-    """top-1 with only the named layer quantized (everything else FP)."""
-    out = {}
-    for name in names:
-        with only_quantized(model, [name]):
-            out[name] = score("alone", frozenset([name]))
+        with toggle(model, [name]):
+            out[name] = score(mode, frozenset([name]))
     return out
 
 
