@@ -21,12 +21,24 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "p4q-export/checkpoint-1"
 # keys that change how a run is scheduled or scored, not what it learns: a resume may differ in them
 RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
+# keys added to the recipe after runs were first written, with their defaults: at the default they
+# leave a run's identity unchanged, so a run of an earlier version still resumes and counts as done
+LATER_KEYS = {"amp": False, "keep_fp": []}
+
+
+def comparable_recipe(recipe: TrainRecipe | dict) -> dict:
+    """The recipe as a dict without the later keys that sit at their defaults."""
+    d = dict(recipe) if isinstance(recipe, dict) else recipe_dict(recipe)
+    for name, default in LATER_KEYS.items():
+        if d.get(name, default) == default:
+            d.pop(name, None)
+    return d
 
 
 def run_for_seed_key(recipe: TrainRecipe, seed: int) -> str:
     """Identity of a run, stored in its checkpoint: the recipe without its seed bookkeeping, plus
     this seed."""
-    d = recipe_dict(recipe)
+    d = comparable_recipe(recipe)
     for name in RUN_NEUTRAL_KEYS:
         d.pop(name, None)
     d["seed"] = int(seed)

@@ -19,7 +19,7 @@ from torch import nn
 from ..config import TrainRecipe, build_recipe
 from ..errors import UserError
 from .adapter import QAdapter, feature_dim
-from .checkpoint import CHECKPOINT, load_checkpoint, run_for_seed_key
+from .checkpoint import CHECKPOINT, comparable_recipe, load_checkpoint, run_for_seed_key
 from .model_ref import same_weights_as_recorded
 from .outputs import (
     METRICS,
@@ -104,11 +104,10 @@ def _verify_files(run_dir: Path, manifest: dict) -> None:
 def finished_run_metrics(out: Path, recipe: TrainRecipe, seeds: list[int]) -> dict | None:
     """The stored metrics when `out` already holds this exact run, finished and intact (every seed's
     checkpoint done, every file matching its hash); else None, and `train` trains or resumes."""
-    from ..config import recipe_dict
-
     try:
         metrics = _read_json(out / METRICS, "run metrics")
-        if metrics.get("recipe") != recipe_dict(recipe) or sorted(metrics.get("seeds") or []) != sorted(seeds):
+        if (comparable_recipe(metrics.get("recipe") or {}) != comparable_recipe(recipe)
+                or sorted(metrics.get("seeds") or []) != sorted(seeds)):
             return None
         for seed in seeds:
             run_dir = seed_run_dir(out, seed, seeds)
