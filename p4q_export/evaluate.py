@@ -37,6 +37,21 @@ class QuantTarget:
     workers: int | None = None  # image-decoding processes (None: one per core, up to 8)
 
 
+def ptq_of(req: QuantTarget, loaded, keep_fp: list[str] | None = None):
+    """(quantized model, PTQ info, the train split it calibrated on) for `req`'s --quant options;
+    the calibration list goes to a temporary directory: eval and inspect write nothing."""
+    from .quant import get_profile
+    from .quant.ptq import build_ptq_model
+
+    profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
+    calib = load_dataset(req.data, split="train")
+    with tempfile.TemporaryDirectory(prefix="p4q-calib-") as calib_dir:
+        model, info = build_ptq_model(loaded, profile, req.quantize_text, calib, n_calib=req.calib_images,
+                                      seed=req.calib_seed, calibration_dir=calib_dir, workers=req.workers, keep_fp=keep_fp)
+    info.pop("calibration_list")  # a path that no longer exists; the hashes identify the sample
+    return model, info, calib
+
+
 @dataclass
 class EvalRequest(QuantTarget):
     backend: str | None = None  # None: torch for models and runs, ort-exact for bundles
@@ -90,16 +105,7 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> tuple[dict, float
     mode = "fp_zeroshot"
     info: dict = {}
     if req.quant:
-        from .quant import get_profile
-        from .quant.ptq import build_ptq_model
-
-        profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
-        calib = load_dataset(req.data, split="train")
-        with tempfile.TemporaryDirectory(prefix="p4q-eval-calib-") as calib_dir:  # eval writes nothing
-            model, info = build_ptq_model(loaded, profile, req.quantize_text, calib, n_calib=req.calib_images,
-                                          seed=req.calib_seed, calibration_dir=calib_dir, workers=req.workers,
-                                          keep_fp=req.keep_fp)
-        info.pop("calibration_list")  # a path that no longer exists; the hashes identify the sample
+        model, info, _ = ptq_of(req, loaded, req.keep_fp)
         mode = "ptq_zeroshot"
     elif req.bits or req.act_observer or req.weight_observer or req.keep_fp:
         raise UserError("--bits, --keep-fp and the observers need --quant PROFILE")

@@ -8,7 +8,6 @@ layers of their tower, so a text layer's effect costs no image forward and vice 
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .evaluate import QuantTarget
+from .evaluate import QuantTarget, ptq_of
 from .progress import log
 
 
@@ -58,23 +57,18 @@ class _Scorer:
         return topk_accuracy(self._img[vis] @ self._txt[txt].T, self.labels).top1
 
 
-def _model_target(req: InspectRequest, device, calib_dir: Path):
-    from .data import calibration_indices, image_batches, load_dataset, templates_for
+def _model_target(req: InspectRequest, device):
+    from .data import calibration_indices, image_batches, templates_for
     from .models import load_model
     from .models.zeroshot import zero_shot_classifier
-    from .quant import get_profile
-    from .quant.ptq import build_ptq_model, caption_tokens
+    from .quant.ptq import caption_tokens
 
     if not req.quant:
         raise UserError("inspect of a MODEL needs --quant PROFILE (and --bits); a RUN brings its own quantization")
     if not req.data:
         raise UserError("inspect of a MODEL needs --data SPEC")
-    profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
     loaded = load_model(req.target, device=str(device))
-    calib = load_dataset(req.data, split="train")
-    model, info = build_ptq_model(loaded, profile, req.quantize_text, calib, n_calib=req.calib_images, seed=req.calib_seed,
-                                  calibration_dir=calib_dir, workers=req.workers)
-    info.pop("calibration_list")
+    model, info, calib = ptq_of(req, loaded)
     idx = calibration_indices(len(calib), req.calib_images, req.calib_seed)[: req.stats_images]
     stats_images = image_batches(calib, loaded.preprocess, 128, device, indices=idx, workers=req.workers)
     tokens = caption_tokens(loaded, calib) if req.quantize_text else None
@@ -128,9 +122,8 @@ def inspect_layers(req: InspectRequest) -> dict:
     started = time.perf_counter()
     timings = {}
     is_run = Path(req.target).is_dir() and is_run_dir(req.target)
-    with tempfile.TemporaryDirectory(prefix="p4q-inspect-calib-") as calib_dir:
-        model, loaded, info, stats_images, n_stats, tokens, image_feats, class_emb, data = (
-            _run_target(req, device) if is_run else _model_target(req, device, Path(calib_dir)))
+    model, loaded, info, stats_images, n_stats, tokens, image_feats, class_emb, data = (
+        _run_target(req, device) if is_run else _model_target(req, device))
     timings["load_and_calibrate_s"] = round(time.perf_counter() - started, 2)
     model.eval()
 
