@@ -8,10 +8,14 @@ import pytest
 from p4q_export.errors import UserError
 from p4q_export.runtime import trt_engine
 from p4q_export.runtime.trt_engine import (
+    BuilderSetup,
     BuildOptions,
+    builder_setup,
     check_engine_compatible,
     engine_filename,
     engine_incompatibility,
+    engine_matches,
+    engine_max_batch,
     parse_batch_profile,
     record_engine,
     slugify,
@@ -55,9 +59,8 @@ def test_build_options_are_checked():
         BuildOptions(int8=False, fp16=False)
     with pytest.raises(UserError):
         BuildOptions(min_batch=8, opt_batch=4, max_batch=32)
-    assert BuildOptions(int8=True).strongly_typed
-    assert not BuildOptions(int8=True, fp16=True).strongly_typed  # strong typing forbids the FP16 flag
-    assert BuildOptions(int8=False, fp16=True).precision == "fp16"
+    assert BuildOptions(int8=True).engine == "int8"
+    assert BuildOptions(int8=False, fp16=True).engine == "fp16"
     assert parse_batch_profile("1,8,32") == (1, 8, 32)
     with pytest.raises(UserError):
         parse_batch_profile("1,8")
@@ -107,3 +110,58 @@ def test_build_engine_cli_without_tensorrt_is_a_user_error(cli, tmp_path):
 def test_gpu_info_reports_a_name_and_capability():
     info = trt_engine.gpu_info()
     assert info.name and "." in info.compute_capability
+
+
+NEW = {"int8", "int8-fp16", "fp16"}  # a bundle exported with --precision int8-fp16
+OLD = {"int8"}  # a bundle from before --precision
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.13.2", "11.0.0", "11.4.1"])
+def test_tensorrt_10_and_11_build_the_new_graphs_strongly_typed_without_flags(version):
+    assert builder_setup(version, "int8", NEW) == BuilderSetup("int8-fp16", True, (), "int8-fp16")
+    assert builder_setup(version, "fp16", NEW) == BuilderSetup("fp16", True, (), "fp16")
+
+
+def test_builder_flags_only_where_a_version_still_needs_them():
+    # TensorRT 10 builds an old bundle weakly typed with its flags; 11 has none
+    old10 = builder_setup("10.3.0", "int8", OLD)
+    assert (old10.graph, old10.strongly_typed, old10.flags) == ("int8", False, ("INT8", "FP16"))
+    assert builder_setup("10.3.0", "fp16", OLD) == BuilderSetup("int8-stripped", False, ("FP16",), "fp16", builder_setup("10.3.0", "fp16", OLD).note)
+    old11 = builder_setup("11.1.0", "int8", OLD)
+    assert (old11.graph, old11.strongly_typed, old11.flags, old11.precision) == ("int8", True, (), "int8") and "FP32" in old11.note
+    with pytest.raises(UserError, match="re-export"):
+        builder_setup("11.1.0", "fp16", OLD)
+    # TensorRT 8.6 (JetPack 5, 6.0) has no strong typing: flags on model.onnx even for a new bundle
+    jp5 = builder_setup("8.6.2", "int8", NEW)
+    assert (jp5.graph, jp5.strongly_typed, jp5.flags) == ("int8", False, ("INT8", "FP16"))
+    assert builder_setup("8.6.2", "fp16", NEW).flags == ("FP16",)
+    with pytest.raises(UserError):
+        builder_setup("ten", "int8", NEW)
+
+
+def test_engine_kinds_match_precisions_and_the_batch_cap_is_the_profile_max():
+    assert engine_matches("int8-fp16", "int8") and engine_matches("int8", "int8") and engine_matches("fp16", "fp16")
+    assert not engine_matches("fp16", "int8") and not engine_matches("int8", "int8-fp16")
+    assert engine_filename("Orin", "10.3.0", "int8-fp16") == engine_filename("Orin", "10.3.0", "int8") == "orin-trt10.3.0.plan"
+    assert engine_max_batch({"build_options": {"max_batch": 32}}) == 32 and engine_max_batch({}) is None
+
+
+@needs_trt
+def test_builder_setup_names_are_tensorrts_own():
+    """Every name builder_setup hands to polygraphy exists in the installed TensorRT's API, and so
+    do the execution-context calls the GPU timing uses."""
+    import tensorrt as trt
+
+    assert hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    for engine in ("int8", "fp16"):
+        for graphs in (NEW, OLD):
+            try:
+                setup = builder_setup(trt.__version__, engine, graphs)
+            except UserError:
+                continue  # TensorRT 11 and an old bundle's FP16 engine: refused with a re-export hint
+            for flag in setup.flags:
+                assert hasattr(trt.BuilderFlag, flag), (trt.__version__, flag)
+    for name in ("execute_async_v3", "set_tensor_address", "set_input_shape", "get_tensor_shape"):
+        assert hasattr(trt.IExecutionContext, name), name
+    for name in ("num_io_tensors", "get_tensor_name", "get_tensor_dtype", "create_execution_context"):
+        assert hasattr(trt.ICudaEngine, name), name

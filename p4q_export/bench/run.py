@@ -313,11 +313,30 @@ def _time_row(runner, backend: str, precision: str, bundle, batch: int, req: Ben
 
         extra = {"timer": "cuda-events", "includes_copy": bool(req.include_copy),
                  "peak_gpu_mb": peak_gpu_memory_mb(torch_device)}
+    elif backend == "trt":
+        timing, extra = _time_trt(runner, images, req)
     else:
         timing = time_callable(runner, images, req.iterations, req.warmup)
-        if backend == "trt":
-            extra["includes_copy"] = True
     return {"backend": backend, "precision": precision, **timing.as_result(), **extra}, timing
+
+
+def _time_trt(runner, images, req: BenchRequest) -> tuple[Timing, dict]:
+    """Device time (CUDA events around the engine's execution: the row's figures), the end-to-end
+    time with host↔device copies beside it, and trtexec's figures where it is on PATH."""
+    from .trt_timing import EngineExecution, trtexec_figures
+
+    execution = EngineExecution(runner.plan_path, runner.input_name, images)
+    try:
+        device = execution.time_device(req.iterations, req.warmup)
+        e2e = execution.time_end_to_end(req.iterations, req.warmup)
+    finally:
+        execution.close()
+    extra = {"timer": "cuda-events", "includes_copy": False, "engine_precision": runner.precision,
+             "end_to_end": {**e2e.as_result(), "timer": "perf_counter", "includes_copy": True}}
+    trtexec = trtexec_figures(runner.plan_path, runner.input_name, tuple(images.shape), req.iterations)
+    if trtexec is not None:
+        extra["trtexec"] = trtexec
+    return device, extra
 
 
 def _oom_errors() -> tuple:

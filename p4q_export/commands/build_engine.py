@@ -14,8 +14,10 @@ from ._common import DataOpt, JsonOpt, emit
 
 def build_engine(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `p4q-export export`).")],
-    int8: Annotated[bool, typer.Option("--int8", help="Build from the QDQ graph: INT8 where the graph quantizes (strongly typed).")] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="FP16 for unquantized layers (with --int8), or an FP16 engine of the Q/DQ-stripped graph (alone).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="The INT8 engine, from the bundle's int8-fp16 graph (strongly typed: "
+                                       "the graph's types decide every layer) on TensorRT 10 and 11.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="The FP16 engine, from the bundle's FP16 twin (no Q/DQ), to compare INT8 "
+                                       "with on this GPU. With --int8, both engines.")] = False,
     workspace_gb: Annotated[float, typer.Option("--workspace-gb", help="Builder workspace limit in GiB.")] = 4.0,
     batch: Annotated[str | None, typer.Option("--batch", help="Batch profile min,opt,max, e.g. 1,8,32.")] = None,
     min_batch: Annotated[int, typer.Option("--min-batch")] = 1,
@@ -26,28 +28,37 @@ def build_engine(
     data: DataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Build a TensorRT engine on this GPU: BUNDLE/engines/<gpu>-trt<version>.plan + a manifest entry."""
+    """Build TensorRT engines on this GPU: BUNDLE/engines/<gpu>-trt<version>[-fp16].plan + manifest entries.
+
+    TensorRT 10 and 11 build the bundle's graphs strongly typed; the builder flags are used only
+    where a TensorRT version still needs them (8.6, or TensorRT 10 with a bundle exported before
+    --precision). Each entry records the graph and TensorRT version that made it."""
     from ..runtime.trt_engine import BuildOptions, parse_batch_profile, require_tensorrt
     from ..runtime.trt_engine import build_engine as build
 
     if not (int8 or fp16):
-        raise UserError("build-engine needs --int8 (and optionally --fp16), or --fp16 for an FP16 engine")
+        raise UserError("build-engine needs --int8 (the INT8 engine), --fp16 (the FP16 twin), or both")
     require_tensorrt()  # the install hint before anything slow
     if batch:
         min_batch, opt_batch, max_batch = parse_batch_profile(batch)
-    options = BuildOptions(int8=int8, fp16=fp16, workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,
-                           max_batch=max_batch, timing_cache=str(timing_cache) if timing_cache else None)
-    entry = build(bundle, options)
-    result = {"bundle": str(bundle), "engine": entry}
-    if validate:
-        result["validation"] = _validate(bundle, entry, data)
-    emit(result, json_out, lambda r: f"wrote {bundle / entry['path']} ({entry['gpu']}, TensorRT {entry['tensorrt']}, "
-         f"{entry['precision']}, {entry['build_seconds']} s)"
-         + (f"; validation passed={r['validation'].get('passed')}" if r.get("validation") else ""))
-    if validate and result["validation"].get("passed") is False:
+    kinds = [k for k, on in (("int8", int8), ("fp16", fp16)) if on]
+    options = [BuildOptions(int8=k == "int8", fp16=k == "fp16", workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,
+                            max_batch=max_batch, timing_cache=str(timing_cache) if timing_cache else None) for k in kinds]
+    engines = []
+    for opts in options:
+        entry = build(bundle, opts)
+        engines.append({"engine": entry, "validation": _validate(bundle, entry, data) if validate else None})
+    # engine/validation: the first (INT8 where built), as before; engines: every one
+    result = {"bundle": str(bundle), **engines[0], "engines": engines}
+    emit(result, json_out, lambda r: "; ".join(
+        f"wrote {bundle / e['engine']['path']} ({e['engine']['gpu']}, TensorRT {e['engine']['tensorrt']}, {e['engine']['precision']} "
+        f"from {e['engine']['graph']}, {e['engine']['build_seconds']} s)"
+        + (f", validation passed={e['validation'].get('passed')}" if e["validation"] else "") for e in r["engines"]))
+    failed = [e for e in engines if e["validation"] and e["validation"].get("passed") is False]
+    if failed:
         from ..errors import CheckFailed
 
-        raise CheckFailed(f"engine {entry['path']} does not match the PyTorch reference: {result['validation']}")
+        raise CheckFailed(f"engine {failed[0]['engine']['path']} does not match the PyTorch reference: {failed[0]['validation']}")
 
 
 def _validate(bundle: Path, entry: dict, data: str | None) -> dict:

@@ -25,6 +25,11 @@ def export(
                                             "for retrieval, and what `validate` compares.")] = True,
     keep_fp: Annotated[list[str] | None, typer.Option("--keep-fp", metavar="PATTERN", help="Leave the matching image-tower layers in FP "
                                                    "(fnmatch over layer names, repeatable; a RUN keeps its recipe's keep_fp).")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="The deploy graph: int8-fp16 (Q/DQ, FP16 elsewhere, "
+                                                   "LayerNorm/Softmax/normalization/logits FP32: strongly typed TensorRT 10 and 11; default "
+                                                   "for --profile trt), int8 (Q/DQ, FP32 elsewhere; default for ort-x86), fp16 or fp32 "
+                                                   "(no Q/DQ). model.onnx (int8) is always written, and quantized bundles carry the FP16 "
+                                                   "twin model.fp16.onnx.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds something.")] = False,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
@@ -35,6 +40,7 @@ def export(
 
     result = export_bundle(source, out, profile=profile, data=data, calib_images=calib_images,
                            uint8_input=uint8_input, with_embedding=embedding, force=force,
-                           device=device, workers=workers, keep_fp=keep_fp or None)
-    emit(result, json_out, lambda d: f"wrote {d['out']}: profile {d['profile']}, {d['quantized_layers']} quantized layers, "
+                           device=device, workers=workers, keep_fp=keep_fp or None, precision=precision)
+    emit(result, json_out, lambda d: f"wrote {d['out']}: profile {d['profile']}, {d['precision']} deploy graph "
+         f"({', '.join(d['graphs'].values())}), {d['quantized_layers']} quantized layers, "
          f"{d['classes']} classes, {d['seconds']:.1f}s")

@@ -20,6 +20,9 @@ def validate(
     cosine_min: Annotated[float | None, typer.Option("--cosine-min", help="Minimum per-image cosine of the embedding output, or of the logits for a bundle without one (default: manifest, 0.999).")] = None,
     top1_agreement_min: Annotated[float | None, typer.Option("--top1-agreement-min", help="Minimum top-1 agreement on the images the reference does not tie (default: manifest, 0.99).")] = None,
     tie_cosine: Annotated[float | None, typer.Option("--tie-cosine", help="The reference's two best classes closer than this in cosine make a tie, left out of top-1 agreement (default: manifest, 0.001).")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="The graph to validate: int8-fp16, int8, fp16 or fp32 "
+                                                   "(default: the bundle's deploy graph). Quantized graphs are compared with the "
+                                                   "fake-quant reference, fp16/fp32 with the same network with quantizers off.")] = None,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
@@ -32,8 +35,9 @@ def validate(
     from ..runtime.validate import validate_bundle
 
     backend = _resolve_backend(backend, ort_mode, UserError)
-    r = validate_bundle(bundle, backend, data, limit, cosine_min, top1_agreement_min, tie_cosine, device=device, workers=workers)
-    emit(r, json_out, lambda d: f"{'PASSED' if d['passed'] else 'FAILED'} {d['backend']} vs torch on {d['n']} images: "
+    r = validate_bundle(bundle, backend, data, limit, cosine_min, top1_agreement_min, tie_cosine, device=device, workers=workers,
+                        precision=precision)
+    emit(r, json_out, lambda d: f"{'PASSED' if d['passed'] else 'FAILED'} {d['backend']} {d['precision']} vs torch on {d['n']} images: "
          f"{d['compared']} cosine min {d['cosine_min']:.6f} mean {d['cosine_mean']:.6f}, "
          f"top-1 agreement {d['top1_agreement']:.4f} ({d['ties']} ties left out; {d['top1_agreement_all']:.4f} on all), "
          f"max |diff| {d['max_abs_diff']:.4g}; top-1 {d['accuracy'][d['backend']]['top1']:.4f} vs torch {d['accuracy']['torch']['top1']:.4f}")

@@ -20,15 +20,23 @@ REFERENCE_FILE = "reference.pt"
 CLASSNAMES_FILE = "classnames.txt"
 VALIDATION_FILE = "validation.json"
 FORMAT = "p4q-bundle/1"
-# Files the bundle may gain after export without being part of the hashed set.
-UNHASHED = {MANIFEST, VALIDATION_FILE}
+
+
+def validation_file(precision: str, deploy_precision: str) -> str:
+    """validation.json for the deploy graph, validation.<precision>.json for the others."""
+    return VALIDATION_FILE if precision == deploy_precision else f"validation.{precision}.json"
+
+
+def _unhashed(rel: str) -> bool:
+    """Files the bundle may gain after export without being part of the hashed set."""
+    return rel == MANIFEST or (rel.startswith("validation") and rel.endswith(".json") and "/" not in rel)
 
 
 def hash_files(root: Path) -> dict:
     files = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and rel not in UNHASHED:
+        if p.is_file() and not _unhashed(rel):
             files[rel] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
     return files
 
@@ -69,6 +77,27 @@ class Bundle:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX_FILE
+
+    @property
+    def precision(self) -> str:
+        """The deploy graph's precision (bundles from before `export --precision`: int8)."""
+        return self.manifest.get("precision", "int8")
+
+    @property
+    def graphs(self) -> dict:
+        """precision → {file, opset, quantized, compute, ...}; old bundles hold model.onnx only."""
+        return self.manifest.get("graphs") or {"int8": {"file": ONNX_FILE, "quantized": True, "compute": "fp32"}}
+
+    def graph_path(self, precision: str) -> Path:
+        """The file of the `precision` graph, or a UserError that says how to get one."""
+        entry = self.graphs.get(precision)
+        if entry is None:
+            raise UserError(f"bundle {self.path} has no {precision} graph (it holds {', '.join(self.graphs)}): "
+                            f"re-export it with `p4q-export export ... --precision {precision}`")
+        return self.path / entry["file"]
+
+    def graph_is_quantized(self, precision: str) -> bool:
+        return bool(self.graphs.get(precision, {}).get("quantized", precision.startswith("int8")))
 
     @property
     def reference_path(self) -> Path:

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import onnx
 import torch
 
 from ..config import CALIB_IMAGES
@@ -18,6 +19,17 @@ from ..progress import log
 from . import bundle as B
 from .export_onnx import OPSET, export_onnx, io_spec
 from .fold import FoldedModel, fold_model, fold_run
+from .precision import (
+    FILES,
+    FP16_OPSET,
+    FP32_OPS,
+    check_precision,
+    default_precision,
+    fp16_compute_nodes,
+    graphs_for,
+    head_nodes,
+    make_graph,
+)
 from .trt_lint import check_trt_compatible
 
 DEFAULT_THRESHOLDS = {"cosine_min": 0.999, "top1_agreement_min": 0.99, "tie_cosine": 0.001}
@@ -44,13 +56,36 @@ def _is_run(path: Path) -> bool:
     return path.is_dir() and is_run_dir(path)
 
 
-def _expected_layers(folded: FoldedModel) -> int:
+def _quantized_modules(folded: FoldedModel) -> set[str]:
     from ..quant import quant_layers
 
-    return len(quant_layers(folded.module))
+    return set(quant_layers(folded.module))
 
 
-def _manifest(folded: FoldedModel, report, expected_layers: int, started: float, uint8_input: bool, with_embedding: bool) -> dict:
+def _write_graphs(model, precision: str, staging: Path, report, quantized: set[str], started: float) -> dict:
+    """Every graph of the bundle beside model.onnx (int8), each linted; their manifest entries."""
+    graphs = {"int8": {"file": B.ONNX_FILE, "opset": OPSET, "quantized": True, "compute": "fp32", "qdq_pairs": report.qdq_pairs,
+                       "quantized_layers": len(report.quantized_layers), "trt_lint": "passed"}}
+    for key in graphs_for(precision):
+        if key == "int8":
+            continue
+        log(f"[{time.time() - started:.0f}s] making the {key} graph ...")
+        graph = make_graph(model, key)
+        is_q, fp16 = key == "int8-fp16", key in ("int8-fp16", "fp16")
+        head = head_nodes(graph) if fp16 else None
+        rep = check_trt_compatible(graph, expected_layers=len(quantized) if is_q else 0,
+                                   quantized_modules=quantized if is_q else set(), fp32_nodes=head)
+        onnx.save(graph, str(staging / FILES[key]))
+        graphs[key] = {"file": FILES[key], "opset": FP16_OPSET if fp16 else OPSET, "quantized": is_q,
+                       "compute": "fp16" if fp16 else "fp32", "qdq_pairs": rep.qdq_pairs, "quantized_layers": len(rep.quantized_layers),
+                       "trt_lint": "passed"}
+        if fp16:
+            graphs[key].update(fp32_ops=list(FP32_OPS), fp32_head_nodes=head, fp16_compute_nodes=fp16_compute_nodes(graph))
+        del graph
+    return graphs
+
+
+def _manifest(folded: FoldedModel, report, graphs: dict, precision: str, started: float, uint8_input: bool, with_embedding: bool) -> dict:
     cfg = folded.reference_config
     inputs, outputs = io_spec(folded.preprocess.image_size, uint8_input, cfg["num_classes"], cfg["embed_dim"], with_embedding)
     preprocessing = dict(folded.preprocess.as_dict(), folded_into_graph=bool(uint8_input))
@@ -69,6 +104,8 @@ def _manifest(folded: FoldedModel, report, expected_layers: int, started: float,
         "onnx": {"file": B.ONNX_FILE, "opset": OPSET, "quantized_layers": len(report.quantized_layers),
                  "qdq_pairs": report.qdq_pairs, "trt_lint": "passed",
                  "weight_form": "fp32 initializer -> QuantizeLinear -> DequantizeLinear (per-channel axis 0)"},
+        "precision": precision,  # the deploy graph: graphs[precision]
+        "graphs": graphs,
         "reference": {"file": B.REFERENCE_FILE, "config": cfg},
         "accuracy": folded.accuracy,
         "ptq": folded.ptq_info,
@@ -80,10 +117,12 @@ def _manifest(folded: FoldedModel, report, expected_layers: int, started: float,
 
 def export_bundle(source: str, out: Path, profile: str | None = None, data: str | None = None, calib_images: int = CALIB_IMAGES,
                   uint8_input: bool = False, with_embedding: bool = True, force: bool = False, device: str = "auto",
-                  workers: int | None = None, keep_fp: list[str] | None = None) -> dict:
+                  workers: int | None = None, keep_fp: list[str] | None = None, precision: str | None = None) -> dict:
     from ..devices import describe_device, resolve_device
 
     started = time.time()
+    if precision is not None:
+        check_precision(precision)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UserError(f"{out} already exists and is not empty (pass --force to replace it)")
@@ -95,32 +134,37 @@ def export_bundle(source: str, out: Path, profile: str | None = None, data: str 
     try:
         folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp, torch_device, workers, keep_fp)
         folded.model_info = {**folded.model_info, "folded_on": describe_device(torch_device)}
-        return _write(folded, out, calib_tmp, started, uint8_input, with_embedding, force)
+        return _write(folded, out, calib_tmp, started, uint8_input, with_embedding, force,
+                      precision or default_precision(folded.profile.name))
     finally:
         shutil.rmtree(calib_tmp, ignore_errors=True)
 
 
-def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint8_input: bool, with_embedding: bool, force: bool) -> dict:
-    expected = _expected_layers(folded)
+def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint8_input: bool, with_embedding: bool, force: bool,
+           precision: str) -> dict:
+    quantized = _quantized_modules(folded)
 
     def write(staging: Path) -> dict:
         log(f"[{time.time() - started:.0f}s] exporting ONNX (opset {OPSET}, profile {folded.profile.name}) ...")
         meta = {"p4q_export.profile": folded.profile.name, "p4q_export.classnames": json.dumps(folded.classnames)}
         model = export_onnx(folded.module, staging / B.ONNX_FILE, folded.preprocess.image_size, uint8_input, with_embedding, meta)
         log(f"[{time.time() - started:.0f}s] checking TensorRT compatibility ...")
-        report = check_trt_compatible(model, expected_layers=expected)
+        report = check_trt_compatible(model, expected_layers=len(quantized), quantized_modules=quantized)
+        graphs = _write_graphs(model, precision, staging, report, quantized, started)
         log(f"[{time.time() - started:.0f}s] writing reference.pt and manifest ...")
         del model
         torch.save(folded.module.state_dict(), staging / B.REFERENCE_FILE)
         (staging / B.CLASSNAMES_FILE).write_text("\n".join(folded.classnames) + "\n")
         for f in calib_dir.glob("*"):  # the calibration image list, for reproducibility
             shutil.copy(f, staging / f"calibration-{f.name}")
-        return _manifest(folded, report, expected, started, uint8_input, with_embedding)
+        return _manifest(folded, report, graphs, precision, started, uint8_input, with_embedding)
 
     manifest = B.write_bundle(out, write, force=force)
     return {
         "out": str(out),
         "profile": manifest["profile"]["name"],
+        "precision": manifest["precision"],
+        "graphs": {k: v["file"] for k, v in manifest["graphs"].items()},
         "source": manifest["source"],
         "classes": len(manifest["classnames"]),
         "quantized_layers": manifest["onnx"]["quantized_layers"],

@@ -136,7 +136,16 @@ def _compute_reached(g: _Graph, value: str, depth: int = 0) -> list:
     return out
 
 
-def lint_model(model: onnx.ModelProto) -> LintReport:
+def module_of(node_name: str) -> str:
+    """'/visual/transformer/resblocks.0/attn/qkv/MatMul' -> 'visual.transformer.resblocks.0.attn.qkv':
+    the exporter names nodes by the module path that made them."""
+    return ".".join(node_name.strip("/").split("/")[:-1])
+
+
+def lint_model(model: onnx.ModelProto, quantized_modules: set[str] | None = None) -> LintReport:
+    """`quantized_modules`: the layers the profile quantizes (keep_fp layers and an unquantized patch
+    embedding are not among them); every Q/DQ'd compute node must belong to one, and each one must
+    be Q/DQ'd."""
     g = _Graph(model)
     report = LintReport()
     for n in g.nodes:
@@ -151,12 +160,15 @@ def lint_model(model: onnx.ModelProto) -> LintReport:
             is_weight = g.is_constant(n.input[0])
             _check_qparams(g, n, report, is_weight)
             consumers = g.consumers.get(n.output[0], [])
-            if not consumers or any(c.op_type != "DequantizeLinear" for c in consumers):
+            if any(c.op_type == "Cast" for c in consumers):
+                report.violations.append(f"{_label(n)}: a Cast between QuantizeLinear and its DequantizeLinear "
+                                         "(TensorRT fuses Q/DQ only when Q feeds DQ directly)")
+            elif not consumers or any(c.op_type != "DequantizeLinear" for c in consumers):
                 kinds = sorted({c.op_type for c in consumers}) or ["nothing"]
                 report.violations.append(f"{_label(n)}: must feed DequantizeLinear directly, feeds {', '.join(kinds)}")
             scale = g.const(n.input[1])
             weight = g.const(n.input[0])
-            if (weight is not None and scale is not None and weight.dtype == np.float32
+            if (weight is not None and scale is not None and weight.dtype in (np.float32, np.float16)
                     and not _weight_range_ok(weight, scale, _attr(n, "axis", 1))):
                 report.violations.append(f"{_label(n)}: weight quantizes outside [-127, 127] (TensorRT's INT8 weight range)")
         elif n.op_type == "DequantizeLinear":
@@ -195,7 +207,34 @@ def lint_model(model: onnx.ModelProto) -> LintReport:
             report.quantized_layers.append(key)
         elif slots:
             report.violations.append(f"{_label(n)}: only one of input/weight is quantized (TensorRT would run it in floating point)")
+    if quantized_modules is not None:
+        found = {module_of(name) for name in report.quantized_layers}
+        for extra in sorted(found - quantized_modules):
+            report.violations.append(f"layer '{extra}' has Q/DQ but the profile keeps it in floating point")
+        for missing in sorted(quantized_modules - found):
+            report.violations.append(f"layer '{missing}' is quantized in the reference but has no Q/DQ in the graph")
     return report
+
+
+def lint_precision(model: onnx.ModelProto, fp32_nodes: list[str] = ()) -> list[str]:
+    """Violations of the FP32 islands of an FP16 graph: LayerNormalization, Softmax and the
+    normalization compute in FP32, the head nodes (`fp32_nodes`) too, and the graph's outputs are
+    FP32."""
+    from .precision import FP32_OPS, elem_type_name, tensor_types
+
+    types = tensor_types(model)
+    half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    must = set(fp32_nodes)
+    violations = []
+    for n in model.graph.node:
+        if n.op_type in FP32_OPS or n.name in must:
+            low = [name for name in [*n.input, *n.output] if name and types.get(name) in half]
+            if low:
+                violations.append(f"{_label(n)}: computes in {elem_type_name(types[low[0]])}, must stay FP32")
+    for o in model.graph.output:
+        if o.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            violations.append(f"output '{o.name}' is {elem_type_name(o.type.tensor_type.elem_type)}, must be FP32")
+    return violations
 
 
 def _feeds_through_layout(g: _Graph, source: str, name: str) -> bool:
@@ -209,9 +248,13 @@ def _feeds_through_layout(g: _Graph, source: str, name: str) -> bool:
     return False
 
 
-def check_trt_compatible(model: onnx.ModelProto, expected_layers: int | None = None) -> LintReport:
-    """Lint and raise CheckFailed with every violation (first few listed) if the graph won't suit TensorRT."""
-    report = lint_model(model)
+def check_trt_compatible(model: onnx.ModelProto, expected_layers: int | None = None, quantized_modules: set[str] | None = None,
+                         fp32_nodes: list[str] | None = None) -> LintReport:
+    """Lint and raise CheckFailed with every violation (first few listed) if the graph won't suit
+    TensorRT. `fp32_nodes` (an FP16 graph's head) also checks its FP32 islands."""
+    report = lint_model(model, quantized_modules)
+    if fp32_nodes is not None:
+        report.violations.extend(lint_precision(model, fp32_nodes))
     if expected_layers is not None and len(report.quantized_layers) != expected_layers:
         report.violations.append(
             f"{len(report.quantized_layers)} layers have Q/DQ on input and weight, expected {expected_layers} (one per quantized Linear/Conv)"

@@ -4,7 +4,9 @@
   without VNNI those u8s8 kernels saturate full-range int8 weights, hence the `ort-x86` profile.
 - `ort-exact`: session option `session.disable_quant_qdq=1` keeps every Q/DQ node as its own
   exact float op (no QDQ fusion), so the arithmetic is what TensorRT computes: the CPU stand-in.
-`precision="fp32"` runs the same graph with its Q/DQ stripped (benchmarks' FP32 baseline).
+`precision` picks the bundle's graph: int8 (model.onnx), int8-fp16 or fp16 (the FP16 graphs, run
+with ORT's CPU FP16 kernels), fp32 (model.fp32.onnx, else model.onnx with its Q/DQ stripped: the
+benchmarks' FP32 baseline).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ class OrtRunner:
     def __init__(self, bundle, exact: bool = False, precision: str = "int8", threads: int | None = None):
         import onnxruntime as ort
 
-        if precision not in ("int8", "fp32"):
-            raise UserError(f"ORT precision must be int8 or fp32, got '{precision}'")
+        from ..deploy.precision import check_precision
+
+        check_precision(precision)
         self.backend = "ort-exact" if exact else "ort"
         self.precision = precision
         so = ort.SessionOptions()
@@ -28,15 +31,18 @@ class OrtRunner:
             so.intra_op_num_threads = int(threads)
         if exact:
             so.add_session_config_entry("session.disable_quant_qdq", "1")
-        model: str | bytes = str(bundle.onnx_path)
-        if precision == "fp32":
+        if precision == "fp32" and "fp32" not in bundle.graphs:
             from ..deploy.qdq import strip_qdq
 
-            model = strip_qdq(_load_onnx(bundle.onnx_path)).SerializeToString()
+            path = bundle.onnx_path
+            model: str | bytes = strip_qdq(_load_onnx(path)).SerializeToString()
+        else:
+            path = bundle.graph_path(precision)
+            model = str(path)
         try:
             self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad models
-            raise UserError(f"ONNX Runtime cannot load {bundle.onnx_path}: {str(exc).splitlines()[0][:200]}") from None
+            raise UserError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -46,7 +46,7 @@ def require_tensorrt():
     return trt
 
 
-def _cudart():
+def cudart_module():
     """cuda-python's runtime bindings (new layout first, then the pre-12.6 `from cuda import cudart`)."""
     try:
         from cuda.bindings import runtime as cudart
@@ -66,7 +66,7 @@ class GpuInfo:
 
 def gpu_info(device: int = 0) -> GpuInfo:
     """Name and compute capability of CUDA device `device` (cuda-python, else torch)."""
-    cudart = _cudart()
+    cudart = cudart_module()
     if cudart is not None:
         try:
             err, props = cudart.cudaGetDeviceProperties(device)
@@ -95,8 +95,9 @@ def slugify(text: str) -> str:
 
 
 def engine_filename(gpu_name: str, trt_version: str, precision: str = "int8") -> str:
-    """The contract's name for the INT8 engine; other precisions get a suffix so both can coexist."""
-    suffix = "" if precision == "int8" else f"-{precision}"
+    """The contract's name for the INT8 engine (int8 or int8-fp16: one per GPU and TensorRT
+    version); the FP16 twin gets a suffix so both coexist."""
+    suffix = "" if precision.startswith("int8") else f"-{precision}"
     return f"{slugify(gpu_name)}-trt{trt_version}{suffix}.plan"
 
 
@@ -147,15 +148,20 @@ def record_engine(bundle_dir: Path, entry: dict) -> dict:
     return manifest
 
 
+def engine_matches(entry_precision: str, wanted: str) -> bool:
+    """`wanted` is a precision (int8-fp16, int8, fp16) or the kind `int8` = any INT8 engine."""
+    return entry_precision == wanted or (wanted == "int8" and entry_precision.startswith("int8"))
+
+
 def find_engine(bundle_dir: Path, gpu: GpuInfo, trt_version: str, precision: str = "int8") -> dict:
     """The manifest entry of an engine that runs here, or a UserError that says to rebuild."""
-    entries = [e for e in read_manifest(bundle_dir).get("engines", []) if e.get("precision", "int8") == precision]
+    entries = [e for e in read_manifest(bundle_dir).get("engines", []) if engine_matches(e.get("precision", "int8"), precision)]
     for entry in entries:
         if engine_incompatibility(entry, gpu.name, gpu.compute_capability, trt_version) is None:
             return entry
     if entries:  # explain why the closest one was refused
         check_engine_compatible(entries[-1], gpu.name, gpu.compute_capability, trt_version)
-    flags = "--int8" if precision == "int8" else f"--{precision}"
+    flags = "--int8" if precision.startswith("int8") else f"--{precision}"
     raise UserError(f"{bundle_dir} has no {precision} TensorRT engine for {gpu.name}: build one with "
                     f"`p4q-export build-engine {bundle_dir} {flags}`")
 
@@ -174,23 +180,63 @@ class BuildOptions:
 
     def __post_init__(self):
         if not (self.int8 or self.fp16):
-            raise UserError("build-engine needs --int8 (the QDQ graph) and/or --fp16")
+            raise UserError("build-engine needs --int8 (the quantized graph) or --fp16 (the FP16 twin)")
         if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
             raise UserError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch},{self.opt_batch},{self.max_batch}")
         if self.workspace_gb <= 0:
             raise UserError("--workspace-gb must be positive")
 
     @property
-    def precision(self) -> str:
+    def engine(self) -> str:
+        """int8 (from the bundle's quantized graph) or fp16 (from the FP16 twin)."""
         return "int8" if self.int8 else "fp16"
 
-    @property
-    def strongly_typed(self) -> bool:
-        # A QDQ graph alone is built strongly typed: the graph's types decide every layer's
-        # precision. Strong typing forbids the FP16 builder flag, so --int8 --fp16 falls back to
-        # the weakly typed explicit-quantization build (Q/DQ pin INT8, the flag lets the
-        # unquantized layers run in FP16).
-        return self.int8 and not self.fp16
+
+@dataclass(frozen=True)
+class BuilderSetup:
+    """How one TensorRT version builds one engine of a bundle: the graph parsed, strong typing,
+    and the BuilderFlag names set (weakly typed builds only). Names are TensorRT's own
+    (trt.BuilderFlag.<name>, trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)."""
+
+    graph: str  # a key of the bundle's graphs; "int8-stripped" = model.onnx without its Q/DQ
+    strongly_typed: bool
+    flags: tuple[str, ...]
+    precision: str  # what the engine entry records: the graph's precision
+    note: str = ""
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise UserError(f"cannot read a TensorRT version from {version!r}") from None
+
+
+def builder_setup(trt_version: str, engine: str, graphs) -> BuilderSetup:
+    """The build for `engine` (int8 | fp16) from a bundle holding `graphs` (precision keys).
+
+    TensorRT >= 10: strongly typed, the graph decides every layer's type (on 11 strong typing is
+    the only mode and the creation flag is accepted and ignored). TensorRT 11 has no precision
+    flags at all, so a bundle without the graph asked for must be re-exported. TensorRT 10 can
+    still build an old bundle's graphs weakly typed with its flags, and TensorRT 8.6 (JetPack 5
+    and 6.0) has no strong typing: flags only, from model.onnx."""
+    major = trt_major(trt_version)
+    graphs = set(graphs)
+    reexport = "re-export the bundle with `p4q-export export ... --precision int8-fp16` (it carries both graphs)"
+    if engine == "int8":
+        if major >= 10 and "int8-fp16" in graphs:
+            return BuilderSetup("int8-fp16", True, (), "int8-fp16")
+        if major >= 11:
+            return BuilderSetup("int8", True, (), "int8", f"unquantized layers run in FP32: for FP16 there, {reexport}")
+        return BuilderSetup("int8", False, ("INT8", "FP16"), "int8-fp16",
+                            "weakly typed: Q/DQ pin INT8, the FP16 flag lets TensorRT pick FP16 elsewhere")
+    if engine != "fp16":
+        raise UserError(f"unknown engine kind {engine!r} (int8 or fp16)")
+    if major >= 10 and "fp16" in graphs:
+        return BuilderSetup("fp16", True, (), "fp16")
+    if major >= 11:
+        raise UserError(f"this bundle has no FP16 graph and TensorRT {trt_version} has no FP16 builder flag: {reexport}")
+    return BuilderSetup("int8-stripped", False, ("FP16",), "fp16", "weakly typed: model.onnx without Q/DQ, FP16 flag")
 
 
 def parse_batch_profile(text: str) -> tuple[int, int, int]:
@@ -204,18 +250,23 @@ def parse_batch_profile(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def _onnx_for(bundle_dir: Path, options: BuildOptions, workdir: Path) -> Path:
-    """The QDQ graph for INT8; for an FP16-only engine, the same graph with Q/DQ stripped."""
-    onnx_path = bundle_dir / "model.onnx"
-    if options.int8:
-        return onnx_path
+def _onnx_for(bundle, setup: BuilderSetup, workdir: Path) -> Path:
+    """The ONNX file the setup parses (the stripped twin is written to `workdir`)."""
+    if setup.graph != "int8-stripped":
+        return bundle.graph_path(setup.graph)
     import onnx
 
     from ..deploy.qdq import strip_qdq
 
     fp_path = workdir / "model.fp32.onnx"
-    onnx.save(strip_qdq(onnx.load(str(onnx_path))), str(fp_path))
+    onnx.save(strip_qdq(onnx.load(str(bundle.onnx_path))), str(fp_path))
     return fp_path
+
+
+def engine_max_batch(entry: dict) -> int | None:
+    """The largest batch an engine's optimization profile accepts."""
+    value = (entry.get("build_options") or {}).get("max_batch")
+    return int(value) if value else None
 
 
 def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
@@ -234,10 +285,12 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
     from ..deploy.bundle import load_bundle
 
     bundle_dir = Path(bundle_dir)
-    io = load_bundle(bundle_dir).engine_io  # verifies the hashes before building from the graph
+    bundle = load_bundle(bundle_dir)  # verifies the hashes before building from the graph
+    io = bundle.engine_io
+    setup = builder_setup(trt.__version__, options.engine, bundle.graphs)
     gpu = gpu_info()
     input_name, size = io["input_name"], io["image_size"]
-    rel = f"{ENGINES_DIR}/{engine_filename(gpu.name, trt.__version__, options.precision)}"
+    rel = f"{ENGINES_DIR}/{engine_filename(gpu.name, trt.__version__, setup.precision)}"
     timing_cache = Path(options.timing_cache) if options.timing_cache else \
         bundle_dir / ENGINES_DIR / f"{slugify(gpu.name)}-trt{trt.__version__}.timing-cache"
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
@@ -246,11 +299,11 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
     profile = Profile().add(input_name, min=shape(options.min_batch), opt=shape(options.opt_batch), max=shape(options.max_batch))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = _onnx_for(bundle_dir, options, Path(tmp))
-        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=options.strongly_typed)
+        onnx_path = _onnx_for(bundle, setup, Path(tmp))
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=setup.strongly_typed)
+        flags = {name.lower(): True for name in setup.flags}  # CreateConfig(int8=..., fp16=...) sets BuilderFlag.INT8/FP16
         config = CreateConfig(
-            int8=options.int8 and not options.strongly_typed,
-            fp16=options.fp16,
+            **flags,
             profiles=[profile],
             memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(options.workspace_gb * (1 << 30))},
             load_timing_cache=str(timing_cache) if timing_cache.exists() else None,
@@ -266,9 +319,11 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
         "gpu": gpu.name,
         "compute_capability": gpu.compute_capability,
         "tensorrt": trt.__version__,
-        "precision": options.precision,
+        "precision": setup.precision,
+        "graph": onnx_path.name if setup.graph != "int8-stripped" else f"{bundle.onnx_path.name} (Q/DQ stripped)",
         **io,
-        "build_options": {**asdict(options), "strongly_typed": options.strongly_typed},
+        "build_options": {**asdict(options), "strongly_typed": setup.strongly_typed, "builder_flags": list(setup.flags)},
+        "note": setup.note,
         "build_seconds": round(time.perf_counter() - started, 2),
         "bytes": plan.stat().st_size,
         "sha256": file_sha256(plan),

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import UserError
 from .trt_engine import (
     check_engine_compatible,
+    engine_max_batch,
     find_engine,
     gpu_info,
     read_manifest,
@@ -26,7 +27,8 @@ class TrtRunner:
 
     def __init__(self, bundle, engine_path: str | None = None, precision: str = "int8", fp16: bool = False, **_ignored):
         """`bundle`: a deploy.bundle.Bundle or a bundle directory. Without `engine_path` the
-        manifest's engine for this GPU + TensorRT version and `precision` is used."""
+        manifest's engine for this GPU + TensorRT version and `precision` (int8 = any INT8
+        engine, int8-fp16, fp16) is used. Batches above the engine's profile are split."""
         trt = require_tensorrt()
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes
@@ -45,6 +47,8 @@ class TrtRunner:
         self.input_name = entry.get("input_name", "image")
         self.input_dtype = np.uint8 if entry.get("input_dtype") == "uint8" else np.float32
         self.output_name = entry.get("output_name", "logits")
+        self.max_batch = engine_max_batch(entry)
+        self.plan_path = plan
         # polygraphy's runner owns the execution context and the device buffers (polygraphy.cuda),
         # and sets the input shape per call, which the dynamic-batch profile needs.
         self._runner = PolygraphyTrtRunner(EngineFromBytes(BytesFromPath(str(plan))))
@@ -65,9 +69,14 @@ class TrtRunner:
 
     def run_all(self, images: np.ndarray) -> dict[str, np.ndarray]:
         images = np.ascontiguousarray(images, dtype=self.input_dtype)
-        # polygraphy hands back views of its own device-to-host buffers: copy before the next call
-        outputs = self._runner.infer({self.input_name: images})
-        return {name: np.array(value, dtype=np.float32) for name, value in outputs.items()}
+        step = self.max_batch or len(images)
+        chunks: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(images), max(1, step)):
+            # polygraphy hands back views of its own device-to-host buffers: copy before the next call
+            outputs = self._runner.infer({self.input_name: images[start : start + step]})
+            for name, value in outputs.items():
+                chunks.setdefault(name, []).append(np.array(value, dtype=np.float32))
+        return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
     def close(self) -> None:
         if getattr(self, "_runner", None) is not None and self._runner.is_active:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..data import load_dataset, parse_spec
 from ..data.samplers import eval_subset
-from ..deploy.bundle import VALIDATION_FILE, Bundle, load_bundle
+from ..deploy.bundle import Bundle, load_bundle, validation_file
 from ..errors import UserError
 from ..manifest import write_json_atomic
 from ..progress import log, progress_iter
@@ -37,6 +37,11 @@ from .base import open_runner
 from .inputs import dataset_input_batches
 
 BATCH = 250
+
+
+def batch_size_for(runners, default: int = BATCH) -> int:
+    """The largest batch every runner takes: a TensorRT engine stops at its profile's max."""
+    return min([default, *[int(r.max_batch) for r in runners if getattr(r, "max_batch", None)]])
 
 
 def _dataset_for(bundle: Bundle, data: str | None, limit: int | None):
@@ -54,8 +59,9 @@ def _dataset_for(bundle: Bundle, data: str | None, limit: int | None):
 def _all_outputs(runners, bundle: Bundle, ds, workers: int | None = None) -> list[dict[str, np.ndarray]]:
     """Every output of every runner on the dataset, by name (inputs streamed, outputs kept)."""
     outs: list[dict[str, list[np.ndarray]]] = [{} for _ in runners]
-    batches = dataset_input_batches(bundle, ds, BATCH, workers=workers)
-    for x in progress_iter(batches, desc="running", total=-(-len(ds) // BATCH)):
+    batch = batch_size_for(runners)
+    batches = dataset_input_batches(bundle, ds, batch, workers=workers)
+    for x in progress_iter(batches, desc="running", total=-(-len(ds) // batch)):
         for i, r in enumerate(runners):
             for name, value in r.run_all(x).items():
                 outs[i].setdefault(name, []).append(np.asarray(value, dtype=np.float32))
@@ -131,10 +137,14 @@ def check_thresholds(cosine_min: float | None, top1_agreement_min: float | None,
 
 def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: str | None = None, limit: int | None = None,
                     cosine_min: float | None = None, top1_agreement_min: float | None = None, tie_cosine: float | None = None,
-                    write: bool = True, device: str = "cpu", workers: int | None = None, **runner_opts) -> dict:
-    """Returns the report (key `passed`); writes BUNDLE/validation.json. Raising on failure is the
-    caller's choice (the CLI raises CheckFailed after printing the report). `device` is where the
-    PyTorch reference runs (FP32 there too: see devices.py)."""
+                    write: bool = True, device: str = "cpu", workers: int | None = None, precision: str | None = None,
+                    **runner_opts) -> dict:
+    """Returns the report (key `passed`); writes BUNDLE/validation.json (validation.<precision>.json
+    for a graph other than the deploy graph). Raising on failure is the caller's choice (the CLI
+    raises CheckFailed after printing the report). `device` is where the PyTorch reference runs
+    (FP32 there too: see devices.py). `precision` picks the graph (default: the deploy graph); a
+    quantized graph is compared with the fake-quant reference, the FP16/FP32 twins with the same
+    network with its quantizers off."""
     from ..devices import describe_device, resolve_device
 
     started = time.time()
@@ -149,9 +159,13 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     amin = top1_agreement_min if top1_agreement_min is not None else float(thresholds.get("top1_agreement_min", 0.99))
     tie = tie_cosine if tie_cosine is not None else float(thresholds.get("tie_cosine", 0.001))
     check_thresholds(cmin, amin, tie)
-    runner = open_runner(bundle, backend, **runner_opts)
-    reference = open_runner(bundle, "torch", device=str(torch_device))
-    log(f"validating {backend} against the torch reference on {len(ds)} images of {spec} ...")
+    from ..deploy.precision import check_precision
+
+    precision = check_precision(precision or bundle.precision)
+    quantized = bundle.graph_is_quantized(precision)
+    runner = open_runner(bundle, backend, precision=precision, **runner_opts)
+    reference = open_runner(bundle, "torch", device=str(torch_device), precision="int8" if quantized else "fp32")
+    log(f"validating {backend} ({precision}) against the torch reference on {len(ds)} images of {spec} ...")
     test_out, ref_out = _all_outputs([runner, reference], bundle, ds, workers)
     test_logits, ref_logits = test_out["logits"], ref_out["logits"]
     outputs = {"logits": compare_logits(ref_logits, test_logits, tie * reference.logit_scale)}
@@ -165,7 +179,9 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     passed = bool(stats["cosine_min"] >= cmin and stats["top1_agreement"] >= amin and finite)
     report = {
         "backend": runner.backend,
-        "precision": runner.precision,
+        "precision": precision,
+        "graph": bundle.graphs.get(precision, {}).get("file"),
+        "reference": "fake-quant (int8 grid, FP32 arithmetic)" if quantized else "the same network, quantizers off (FP32)",
         "compared": gated,  # whose cosine the top-level cosine_* and *_abs_diff are
         **stats,
         "outputs": outputs,
@@ -178,7 +194,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
         "seconds": round(time.time() - started, 2),
     }
     if write:
-        write_json_atomic(bundle.path / VALIDATION_FILE, report)
+        write_json_atomic(bundle.path / validation_file(precision, bundle.precision), report)
     return report
 
 
