@@ -42,6 +42,11 @@ def test_vit_b32_export_time_memory_and_graph(tmp_path, repo_root):
 
     result = json.loads(proc.stdout)
     assert result["quantized_layers"] == 49 and result["qdq_pairs"] == 98
+    assert result["graphs"] == {"int8-fp16": "model.int8-fp16.onnx", "int8": "model.onnx", "fp16": "model.fp16.onnx"}
+    graphs = json.loads((out / "manifest.json").read_text())["graphs"]
+    assert graphs["int8-fp16"]["qdq_pairs"] == 98 and graphs["fp16"]["qdq_pairs"] == 0
+    # 12 blocks × (qkv, attention, out_proj, fc, proj) + the projection run in FP16; the logits MatMul does not
+    assert graphs["int8-fp16"]["fp16_compute_nodes"] == graphs["fp16"]["fp16_compute_nodes"] >= 49
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     report = lint_model(model)
     assert report.ok and len(report.quantized_layers) == 49

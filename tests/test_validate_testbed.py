@@ -80,8 +80,11 @@ def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli
     assert result["source"] == "run" and result["quantized_layers"] == 17 + 2  # tower + the adapter's 2
     assert json.loads((out / "manifest.json").read_text())["accuracy"] == metrics["accuracy"]
 
-    r = json.loads(cli("--json", "validate", str(out), "--data", "fashion-mnist", "--limit", LIMIT, check=True).stdout)
-    assert r["cosine_min"] >= 0.999 and r["top1_agreement"] >= 0.99 and r["passed"]
+    # the deploy graph (int8-fp16) and the FP16 twin, each against its reference
+    for precision in ("int8-fp16", "fp16"):
+        r = json.loads(cli("--json", "validate", str(out), "--data", "fashion-mnist", "--limit", LIMIT, "--precision", precision,
+                           check=True).stdout)
+        assert r["precision"] == precision and r["cosine_min"] >= 0.999 and r["top1_agreement"] >= 0.99 and r["passed"]
 
     bundle = load_bundle(out)
     test = load_dataset("fashion-mnist", "test")

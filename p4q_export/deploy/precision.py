@@ -1,11 +1,11 @@
 """The graphs a bundle carries, by precision, made from the one exported INT8 Q/DQ graph:
 
 - `int8`: Q/DQ around every quantized Linear/Conv, FP32 everywhere else (opset 17). ONNX Runtime
-  on the CPU runs it, and TensorRT 10 builds it weakly typed with its INT8/FP16 builder flags.
+  on the CPU runs it, and TensorRT 8.6 builds it weakly typed with its INT8/FP16 builder flags.
 - `int8-fp16`: the deploy graph for strongly typed TensorRT (10 and 11): the same Q/DQ, FP16 for
   the unquantized compute, and FP32 where FP16 hurts accuracy: LayerNormalization (its variance
   overflows FP16 on ViT activations), Softmax, and everything from the image feature on (the L2
-  normalization, the adapter's blend after it, the logits MatMul), so the logits and embedding
+  normalization and the logits MatMul), so the logits and embedding
   come out of FP32 arithmetic. Q/DQ scales are FP16 like the tensors they quantize, as NVIDIA's
   ModelOpt emits them, which needs opset 19.
 - `fp16`: the same network without Q/DQ and the same FP32 islands: the FP16 twin that INT8 is
