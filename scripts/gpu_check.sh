@@ -4,7 +4,7 @@
 # .whl/ and Fashion-MNIST in .data/fashion-mnist/ (both git-ignored, carried). Prepare them here with
 #   bash scripts/gpu_check.sh --prepare
 # then run on the device:  bash scripts/gpu_check.sh [EPOCHS_FOR_SCALE]
-# with the device tool's carry: [".whl", ".data"] (about 39 MiB of the 64 allowed).
+# with the device tool's carry: [".whl", ".data"] (about 51 MiB of the 64 allowed).
 # Results land in $OUT (or out/gpu-check): each stage's JSON and log, and summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,9 @@ if [ "${1:-}" = "--prepare" ]; then
   grep -qx '/.data/' .git/info/exclude 2>/dev/null || echo /.data/ >> .git/info/exclude
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
-    open_clip_torch ftfy wcwidth polygraphy mlxtend regex timm huggingface_hub safetensors tqdm
+    open_clip_torch ftfy wcwidth polygraphy mlxtend regex timm huggingface_hub safetensors tqdm \
+    nvidia-modelopt onnx-graphsurgeon onnxslim onnxscript onnx-ir lief ml_dtypes pulp omegaconf \
+    antlr4-python3-runtime nvidia-ml-py ninja pydantic pydantic-core annotated-types typing-inspection
   mkdir -p .data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .data/fashion-mnist/
   exit 0
 fi
@@ -54,6 +56,15 @@ print("cuda timings", gpu["timings"], "cpu timings", cpu["timings"])
 EOF
 stage export $CLI export /tmp/run-cuda --out /tmp/bundle-cuda --device cuda --force --json
 stage validate $CLI validate /tmp/bundle-cuda --data fashion-mnist --device cuda --json
+stage validate-fp16 $CLI validate /tmp/bundle-cuda --precision fp16 --data fashion-mnist --device cuda --json
+# TensorRT: the lent machines have had none; where it imports, build both engines and time them.
+if python3 -c "import tensorrt" 2>/dev/null; then
+  summary "tensorrt: $(python3 -c 'import tensorrt; print(tensorrt.__version__)')"
+  stage build-engine $CLI build-engine /tmp/bundle-cuda --int8 --fp16 --data fashion-mnist --json
+  stage bench-trt $CLI bench /tmp/bundle-cuda --device cuda --batch 1,32 --backends trt/int8,trt/fp16 --json
+else
+  summary "tensorrt: not importable on this machine (no engines built)"
+fi
 stage torchrun-1gpu python3 -m torch.distributed.run --nproc_per_node 1 -m p4q_export.cli train --recipe $W8A8 \
   --out /tmp/run-torchrun --device cuda --set epochs=5 --json
 stage bench-cuda $CLI bench /tmp/bundle-cuda --device cuda --batch 1,32,256 --no-build-engines --json

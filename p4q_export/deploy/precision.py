@@ -112,7 +112,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         from modelopt.onnx.autocast import convert_to_mixed_precision
     except ImportError as exc:
         raise UserError(f"FP16 graphs need NVIDIA ModelOpt's AutoCast: pip install nvidia-modelopt onnx-graphsurgeon "
-                        f"onnxslim lief cppimport ({exc})") from None
+                        f"onnxslim onnxscript lief ml_dtypes ({exc})") from None
     exclude = [re.escape(name) + "$" for name in head_nodes(model)]
     with tempfile.TemporaryDirectory(prefix="p4q-autocast-") as tmp:
         src = Path(tmp) / "model.onnx"
