@@ -36,9 +36,8 @@ from ..errors import UserError
 from .qdq import strip_qdq
 
 PRECISIONS = ("int8-fp16", "int8", "fp16", "fp32")
-QUANTIZED = ("int8-fp16", "int8")
 FP16_OPSET = 19  # QuantizeLinear/DequantizeLinear take FP16 from opset 19 on
-# Ops kept in FP32 in the FP16 graphs (plus the converter's own defaults: Resize, Range, TopK...).
+# Ops kept in FP32 in the FP16 graphs (why: the module docstring).
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceL2")
 FILES = {"int8": "model.onnx", "int8-fp16": "model.int8-fp16.onnx", "fp16": "model.fp16.onnx", "fp32": "model.fp32.onnx"}
 
