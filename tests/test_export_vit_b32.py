@@ -1,4 +1,4 @@
-"""`export ViT-B-32 --data fashion-mnist --profile trt` (random weights, offline): within 2 minutes
+"""`export ViT-B-32 --data fashion-mnist --profile trt` (random weights, offline): within 3 minutes (its three graphs)
 and 6 GB, one Q/DQ pair on the input and on the weight of each of its 49 quantized layers."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def test_vit_b32_export_time_memory_and_graph(tmp_path, repo_root):
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak_gb = int(proc.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0]) / 1e6
     print(f"ViT-B-32 export: {seconds:.1f}s, peak RSS {peak_gb:.2f} GB")
-    assert seconds <= 120, f"export took {seconds:.0f}s"
+    assert seconds <= 180, f"export took {seconds:.0f}s"  # three graphs (int8, int8-fp16, fp16): ~100 s here
     assert peak_gb <= 6.0
 
     result = json.loads(proc.stdout)

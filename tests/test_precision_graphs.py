@@ -76,6 +76,9 @@ def test_every_graph_validates_against_the_reference_on_500_images(bundle, cli, 
     assert ("quantizers off" in r["reference"]) == (precision == "fp16")
     name = "validation.json" if precision == "int8-fp16" else f"validation.{precision}.json"
     assert json.loads((bundle / name).read_text())["precision"] == precision
+    if precision == "int8-fp16":  # eval of a bundle scores the deploy graph, on the same 500 images
+        e = json.loads(cli("--json", "eval", str(bundle), "--data", "fashion-mnist", "--limit", "500", check=True).stdout)
+        assert e["precision"] == "int8-fp16" and e["top1"] == r["accuracy"]["ort-exact"]["top1"]
 
 
 def test_export_precision_int8_writes_no_fp16_deploy_graph_and_bad_precision_is_exit_2(testbed_model, tmp_path, cli):
