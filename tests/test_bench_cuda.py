@@ -151,3 +151,14 @@ def test_no_trtexec_on_path_gives_no_figures(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PATH", str(tmp_path))
     assert trtexec_figures(tmp_path / "x.plan", "image", (1, 3, 32, 32), 10) is None
+
+
+def test_report_says_trt_rows_are_device_time_with_end_to_end_beside():
+    from p4q_export.bench.report import timing_notes
+
+    rows = [{"backend": "trt", "precision": "int8", "batch": 8, "timer": "cuda-events", "includes_copy": False,
+             "end_to_end": {"p50_ms": 1.25}, "trtexec": {"gpu_compute": {"median_ms": 0.45}}}]
+    notes = "".join(timing_notes({"results": rows, "warmup": 3}))
+    assert "device time, CUDA events around the engine's execute_async_v3" in notes
+    assert "int8 batch 8 1.25 ms" in notes and "trtexec GPU compute median: int8 batch 8 0.45 ms" in notes
+    assert "torch rows on the GPU" not in notes  # no torch row was timed

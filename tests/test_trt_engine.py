@@ -125,7 +125,7 @@ def test_tensorrt_10_and_11_build_the_new_graphs_strongly_typed_without_flags(ve
 def test_builder_flags_only_where_a_version_still_needs_them():
     # TensorRT 10 builds an old bundle weakly typed with its flags; 11 has none
     old10 = builder_setup("10.3.0", "int8", OLD)
-    assert (old10.graph, old10.strongly_typed, old10.flags) == ("int8", False, ("INT8", "FP16"))
+    assert (old10.graph, old10.strongly_typed, old10.flags, old10.precision) == ("int8", False, ("INT8", "FP16"), "int8")
     assert builder_setup("10.3.0", "fp16", OLD) == BuilderSetup("int8-stripped", False, ("FP16",), "fp16", builder_setup("10.3.0", "fp16", OLD).note)
     old11 = builder_setup("11.1.0", "int8", OLD)
     assert (old11.graph, old11.strongly_typed, old11.flags, old11.precision) == ("int8", True, (), "int8") and "FP32" in old11.note

@@ -67,14 +67,21 @@ def timing_notes(report: dict) -> list[str]:
     """How the rows were timed, said once under the table (GPU timing has two honest variants)."""
     rows = report.get("results", [])
     notes = []
-    if any(r.get("timer") == "cuda-events" for r in rows):
+    torch_gpu = [r for r in rows if r["backend"] == "torch" and r.get("timer") == "cuda-events"]
+    if torch_gpu:
         copy = ("host→device copy of the images and device→host copy of the logits included"
-                if any(r.get("includes_copy") for r in rows if r.get("timer") == "cuda-events")
-                else "input already on the GPU, host↔device copies not timed")
+                if any(r.get("includes_copy") for r in torch_gpu) else "input already on the GPU, host↔device copies not timed")
         notes.append(f"\ntorch rows on the GPU: CUDA events around each iteration after {report.get('warmup')} warm-up "
                      f"iterations; {copy}; FP32 with TF32 off.")
-    if any(r["backend"] == "trt" for r in rows):
-        notes.append("\ntrt rows: wall time of a host-synchronous call, host↔device copies included.")
+    trt = [r for r in rows if r["backend"] == "trt"]
+    if trt:
+        notes.append("\ntrt rows: device time, CUDA events around the engine's execute_async_v3 alone (input already on "
+                     "the GPU); end to end with host↔device copies and the synchronize, p50: "
+                     + ", ".join(f"{r['precision']} batch {r['batch']} {r['end_to_end']['p50_ms']} ms" for r in trt if r.get("end_to_end"))
+                     + ("; trtexec GPU compute median: " + ", ".join(
+                         f"{r['precision']} batch {r['batch']} {r['trtexec']['gpu_compute']['median_ms']} ms"
+                         for r in trt if r.get("trtexec", {}).get("gpu_compute")) if any(r.get("trtexec", {}).get("gpu_compute") for r in trt) else "")
+                     + ".")
     return notes
 
 

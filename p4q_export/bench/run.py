@@ -199,7 +199,7 @@ def _ensure_engine(bundle, precision: str) -> None:
         trt_engine.find_engine(bundle.path, trt_engine.gpu_info(), trt.__version__, precision)
     except UserError:
         log.warning("building the %s TensorRT engine for this GPU (first run only)", precision)
-        options = trt_engine.BuildOptions(int8=precision == "int8", fp16=True)
+        options = trt_engine.BuildOptions(int8=precision == "int8", fp16=precision == "fp16")
         trt_engine.build_engine(bundle.path, options)
 
 
@@ -269,6 +269,10 @@ def run_bench(req: BenchRequest) -> dict:
                                     "reason": f"out of GPU memory ({str(exc).splitlines()[0][:120]})"})
                     _release_gpu_memory()
                     continue
+                except (UserError, RuntimeError) as exc:  # e.g. a batch outside the engine's profile, a CUDA error
+                    skipped.append({"backend": backend, "precision": precision, "batch": batch,
+                                    "reason": str(exc).splitlines()[0][:200]})
+                    continue
                 row["ran_on"] = where
                 if sampler is not None:
                     row.update(_power(sampler, timing))
@@ -297,8 +301,8 @@ def run_bench(req: BenchRequest) -> dict:
 
 def _time_row(runner, backend: str, precision: str, bundle, batch: int, req: BenchRequest, torch_device) -> tuple[dict, Timing]:
     """One result row. Torch on a GPU: CUDA events, the input pre-allocated on the GPU unless
-    req.include_copy. Everything else: perf_counter around a host-synchronous call (TensorRT's
-    runner copies inputs and outputs between host and GPU inside that call)."""
+    req.include_copy. TensorRT: device time and end to end (_time_trt). Everything else:
+    perf_counter around a host-synchronous call."""
     images = random_inputs(bundle, batch)
     extra: dict = {"timer": "perf_counter"}
     if backend == "torch" and torch_device is not None and torch_device.type == "cuda":
@@ -325,6 +329,7 @@ def _time_trt(runner, images, req: BenchRequest) -> tuple[Timing, dict]:
     time with host↔device copies beside it, and trtexec's figures where it is on PATH."""
     from .trt_timing import EngineExecution, trtexec_figures
 
+    runner.close()  # polygraphy's copy of the engine: one engine in GPU memory while timing (Jetsons)
     execution = EngineExecution(runner.plan_path, runner.input_name, images)
     try:
         device = execution.time_device(req.iterations, req.warmup)

@@ -50,10 +50,21 @@ class EngineExecution:
             raise UserError(f"TensorRT could not load {plan} (built by another TensorRT version?)")
         self.context = self.engine.create_execution_context()
         self.input_name = input_name
-        self.context.set_input_shape(input_name, tuple(inputs.shape))
-        self.stream = _ok(cudart.cudaStreamCreate())
+        if not self.context.set_input_shape(input_name, tuple(inputs.shape)):
+            lo, _, hi = self.engine.get_tensor_profile_shape(input_name, 0)
+            raise UserError(f"batch {inputs.shape[0]} is outside the engine's profile ({lo[0]}..{hi[0]}): "
+                            "rebuild it with `build-engine --batch MIN,OPT,MAX`")
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, int] = {}
+        self.stream = _ok(cudart.cudaStreamCreate())
+        try:
+            self._allocate(inputs)
+        except BaseException:
+            self.close()
+            raise
+
+    def _allocate(self, inputs: np.ndarray) -> None:
+        trt, cudart, input_name = self.trt, self.cudart, self.input_name
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))

@@ -38,23 +38,29 @@ def build_engine(
 
     if not (int8 or fp16):
         raise UserError("build-engine needs --int8 (the INT8 engine), --fp16 (the FP16 twin), or both")
-    require_tensorrt()  # the install hint before anything slow
+    trt = require_tensorrt()  # the install hint before anything slow
     if batch:
         min_batch, opt_batch, max_batch = parse_batch_profile(batch)
     kinds = [k for k, on in (("int8", int8), ("fp16", fp16)) if on]
+    from ..deploy.bundle import load_bundle
+    from ..runtime.trt_engine import builder_setup
+
+    graphs = load_bundle(bundle).graphs
+    for kind in kinds:  # refuse what this TensorRT cannot build before building anything
+        builder_setup(trt.__version__, kind, graphs)
     options = [BuildOptions(int8=k == "int8", fp16=k == "fp16", workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,
                             max_batch=max_batch, timing_cache=str(timing_cache) if timing_cache else None) for k in kinds]
     engines = []
     for opts in options:
         entry = build(bundle, opts)
-        engines.append({"engine": entry, "validation": _validate(bundle, entry, data) if validate else None})
+        engines.append({"engine": entry, **({"validation": _validate(bundle, entry, data)} if validate else {})})
     # engine/validation: the first (INT8 where built), as before; engines: every one
     result = {"bundle": str(bundle), **engines[0], "engines": engines}
     emit(result, json_out, lambda r: "; ".join(
         f"wrote {bundle / e['engine']['path']} ({e['engine']['gpu']}, TensorRT {e['engine']['tensorrt']}, {e['engine']['precision']} "
         f"from {e['engine']['graph']}, {e['engine']['build_seconds']} s)"
-        + (f", validation passed={e['validation'].get('passed')}" if e["validation"] else "") for e in r["engines"]))
-    failed = [e for e in engines if e["validation"] and e["validation"].get("passed") is False]
+        + (f", validation passed={e['validation'].get('passed')}" if e.get("validation") else "") for e in r["engines"]))
+    failed = [e for e in engines if e.get("validation", {}).get("passed") is False]
     if failed:
         from ..errors import CheckFailed
 
@@ -65,4 +71,4 @@ def _validate(bundle: Path, entry: dict, data: str | None) -> dict:
     """The export engineer's validation (same as `validate --backend trt`)."""
     from ..runtime.validate import validate_bundle
 
-    return validate_bundle(bundle, backend="trt", data=data, precision=entry["precision"])
+    return validate_bundle(bundle, backend="trt", data=data, precision=entry["precision"], engine_path=entry["path"])

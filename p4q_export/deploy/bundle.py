@@ -92,8 +92,9 @@ class Bundle:
         """The file of the `precision` graph, or a UserError that says how to get one."""
         entry = self.graphs.get(precision)
         if entry is None:
+            carries = "int8-fp16" if precision in ("int8-fp16", "fp16") else precision  # int8-fp16 bundles hold the twin too
             raise UserError(f"bundle {self.path} has no {precision} graph (it holds {', '.join(self.graphs)}): "
-                            f"re-export it with `p4q-export export ... --precision {precision}`")
+                            f"re-export it with `p4q-export export ... --precision {carries}`")
         return self.path / entry["file"]
 
     def graph_is_quantized(self, precision: str) -> bool:

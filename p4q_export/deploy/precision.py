@@ -110,8 +110,9 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         from modelopt.onnx.autocast import convert_to_mixed_precision
     except ImportError as exc:
-        raise UserError(f"FP16 graphs need NVIDIA ModelOpt's AutoCast: pip install nvidia-modelopt onnx-graphsurgeon "
-                        f"onnxslim onnxscript lief ml_dtypes ({exc})") from None
+        raise UserError("the FP16 graphs (--precision int8-fp16 or fp16) need NVIDIA ModelOpt's AutoCast: "
+                        "pip install 'p4q-export[fp16]', or export --precision int8 for the Q/DQ graph alone "
+                        f"({type(exc).__name__}: {exc})") from None
     exclude = [re.escape(name) + "$" for name in head_nodes(model)]
     with tempfile.TemporaryDirectory(prefix="p4q-autocast-") as tmp:
         src = Path(tmp) / "model.onnx"

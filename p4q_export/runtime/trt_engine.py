@@ -161,7 +161,9 @@ def find_engine(bundle_dir: Path, gpu: GpuInfo, trt_version: str, precision: str
             return entry
     if entries:  # explain why the closest one was refused
         check_engine_compatible(entries[-1], gpu.name, gpu.compute_capability, trt_version)
-    flags = "--int8" if precision.startswith("int8") else f"--{precision}"
+    if precision not in ("int8", "int8-fp16", "fp16"):
+        raise UserError(f"TensorRT engines are int8 or fp16 (build-engine --int8 / --fp16), not {precision}")
+    flags = "--int8" if precision.startswith("int8") else "--fp16"
     raise UserError(f"{bundle_dir} has no {precision} TensorRT engine for {gpu.name}: build one with "
                     f"`p4q-export build-engine {bundle_dir} {flags}`")
 
@@ -201,7 +203,7 @@ class BuilderSetup:
     graph: str  # a key of the bundle's graphs; "int8-stripped" = model.onnx without its Q/DQ
     strongly_typed: bool
     flags: tuple[str, ...]
-    precision: str  # what the engine entry records: the graph's precision
+    precision: str  # what the engine entry records: the precision of the bundle graph it was built from
     note: str = ""
 
 
@@ -228,7 +230,7 @@ def builder_setup(trt_version: str, engine: str, graphs) -> BuilderSetup:
             return BuilderSetup("int8-fp16", True, (), "int8-fp16")
         if major >= 11:
             return BuilderSetup("int8", True, (), "int8", f"unquantized layers run in FP32: for FP16 there, {reexport}")
-        return BuilderSetup("int8", False, ("INT8", "FP16"), "int8-fp16",
+        return BuilderSetup("int8", False, ("INT8", "FP16"), "int8",
                             "weakly typed: Q/DQ pin INT8, the FP16 flag lets TensorRT pick FP16 elsewhere")
     if engine != "fp16":
         raise UserError(f"unknown engine kind {engine!r} (int8 or fp16)")

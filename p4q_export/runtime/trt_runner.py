@@ -48,6 +48,7 @@ class TrtRunner:
         self.input_dtype = np.uint8 if entry.get("input_dtype") == "uint8" else np.float32
         self.output_name = entry.get("output_name", "logits")
         self.max_batch = engine_max_batch(entry)
+        self.min_batch = int((entry.get("build_options") or {}).get("min_batch") or 1)
         self.plan_path = plan
         # polygraphy's runner owns the execution context and the device buffers (polygraphy.cuda),
         # and sets the input shape per call, which the dynamic-batch profile needs.
@@ -72,10 +73,14 @@ class TrtRunner:
         step = self.max_batch or len(images)
         chunks: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(images), max(1, step)):
+            chunk = images[start : start + step]
+            n = len(chunk)
+            if n < self.min_batch:  # a last partial batch below the profile's min: pad, then drop the padding
+                chunk = np.concatenate([chunk, np.zeros((self.min_batch - n, *chunk.shape[1:]), chunk.dtype)])
             # polygraphy hands back views of its own device-to-host buffers: copy before the next call
-            outputs = self._runner.infer({self.input_name: images[start : start + step]})
+            outputs = self._runner.infer({self.input_name: chunk})
             for name, value in outputs.items():
-                chunks.setdefault(name, []).append(np.array(value, dtype=np.float32))
+                chunks.setdefault(name, []).append(np.array(value[:n], dtype=np.float32))
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
     def close(self) -> None:

@@ -162,8 +162,11 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     from ..deploy.precision import check_precision
 
     precision = check_precision(precision or bundle.precision)
-    quantized = bundle.graph_is_quantized(precision)
     runner = open_runner(bundle, backend, precision=precision, **runner_opts)
+    graph = bundle.graphs.get(precision, {}).get("file")
+    if backend == "trt":  # an engine says which graph it was built from (int8 asks for any INT8 engine)
+        precision, graph = runner.precision, runner.engine_entry.get("graph")
+    quantized = bundle.graph_is_quantized(precision)
     reference = open_runner(bundle, "torch", device=str(torch_device), precision="int8" if quantized else "fp32")
     log(f"validating {backend} ({precision}) against the torch reference on {len(ds)} images of {spec} ...")
     test_out, ref_out = _all_outputs([runner, reference], bundle, ds, workers)
@@ -180,7 +183,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     report = {
         "backend": runner.backend,
         "precision": precision,
-        "graph": bundle.graphs.get(precision, {}).get("file"),
+        "graph": graph,
         "reference": "fake-quant (int8 grid, FP32 arithmetic)" if quantized else "the same network, quantizers off (FP32)",
         "compared": gated,  # whose cosine the top-level cosine_* and *_abs_diff are
         **stats,
