@@ -32,7 +32,8 @@ def main(out: Path) -> None:
     v = load(out / "validate.json")
     if v:
         logits = v.get("outputs", {}).get("logits", {})
-        print(f"\nValidation ({v.get('backend')} vs PyTorch reference, n={v.get('n')}): {v.get('compared', 'logits')} cosine min "
+        graph = f" {v['precision']} graph" if v.get("precision") else ""
+        print(f"\nValidation ({v.get('backend')}{graph} vs PyTorch reference, n={v.get('n')}): {v.get('compared', 'logits')} cosine min "
               f"{v.get('cosine_min'):.5f}, mean {v.get('cosine_mean'):.6f}"
               + (f" (logits: min {logits['cosine_min']:.5f})" if "cosine_min" in logits else "")
               + f", top-1 agreement {v.get('top1_agreement'):.4f} ({v.get('ties', 0)} ties left out), passed={v.get('passed')}")
