@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import PretrainRecipe, recipe_dict, recipe_hash
-from ..data import load_dataset, preprocess_dataset, templates_for
+from ..data import dataset_templates, load_dataset, preprocess_dataset, templates_for, with_prompts
 from ..errors import UserError
 from ..manifest import file_sha256, versions, write_json_atomic
 from ..progress import log, progress_iter
@@ -46,8 +46,11 @@ def _build_pool(recipe: PretrainRecipe, prep) -> _Pool:
         offset = len(captions)
         images.append(preprocess_dataset(ds, prep))
         labels.append(torch.from_numpy(ds.labels) + offset)
-        tmpl = templates_for(ds.name)
-        captions += [[t.format(c) for t in tmpl] for c in ds.classnames]
+        if "captions" in ds.meta:  # a captioned corpus (glyphs): its own variants per class
+            captions += [list(caps) for caps in ds.meta["captions"]]
+        else:
+            tmpl = templates_for(ds.name)
+            captions += [[t.format(c) for t in tmpl] for c in ds.classnames]
         infos.append({"spec": spec.strip(), "name": ds.name, "n_train": len(ds), "classes": ds.classnames})
     return _Pool(torch.cat(images), torch.cat(labels), captions, infos)
 
@@ -97,6 +100,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
     steps_per_epoch = n // recipe.batch_size
     total = max(1, round(recipe.epochs * steps_per_epoch))
     tokens = [tokenizer(caps) for caps in pool.class_captions]  # per class: [T, ctx]
+    per_batch_text = len(tokens) > recipe.batch_size or len({len(t) for t in tokens}) > 1
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -119,8 +123,14 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
         if recipe.flip:
             flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        choice = rng.integers(0, len(tokens[0]), size=len(tokens))
-        text = torch.stack([tokens[c][choice[c]] for c in range(len(tokens))])
+        if per_batch_text:
+            # thousands of classes: encode one caption of each class in the batch (plain CLIP
+            # negatives), not of every class; labels become positions among the batch's classes
+            present, y = torch.unique(y, return_inverse=True)
+            text = torch.stack([tokens[c][rng.integers(0, len(tokens[c]))] for c in present.tolist()])
+        else:
+            choice = rng.integers(0, len(tokens[0]), size=len(tokens))
+            text = torch.stack([tokens[c][choice[c]] for c in range(len(tokens))])
         x, y, text = x.to(device), y.to(device), text.to(device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, recipe.lr, warmup)
@@ -140,12 +150,13 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
 
     # Zero-shot accuracy on each dataset's test split, recorded in the manifest.
     accuracy = {}
-    for info in pool.datasets:
-        test = load_dataset(info["spec"], split="test")
-        feats = encode_images(model, preprocess_dataset(test, prep), desc=f"eval {info['name']}")
-        cls = zero_shot_classifier(model, tokenizer, test.classnames, templates_for(test.name))
-        accuracy[info["name"]] = topk_accuracy(feats @ cls.T, torch.from_numpy(test.labels)).as_dict()
-        log(f"  zero-shot {info['name']} test top-1 {accuracy[info['name']]['top1']:.4f}")
+    eval_specs = recipe.eval_data.split("+") if recipe.eval_data else [info["spec"] for info in pool.datasets]
+    for spec in eval_specs:
+        test = with_prompts(load_dataset(spec.strip(), split="test"), recipe.eval_prompts)
+        feats = encode_images(model, preprocess_dataset(test, prep), desc=f"eval {test.name}")
+        cls = zero_shot_classifier(model, tokenizer, test.classnames, dataset_templates(test))
+        accuracy[test.name] = topk_accuracy(feats @ cls.T, torch.from_numpy(test.labels)).as_dict()
+        log(f"  zero-shot {test.name} test top-1 {accuracy[test.name]['top1']:.4f}")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -12,7 +12,7 @@ from ..data import (
     ImageDataset,
     calibration_indices,
     image_batches,
-    templates_for,
+    dataset_templates,
     write_calibration_list,
 )
 from ..data.samplers import calibration_list_hash
@@ -24,7 +24,7 @@ from .profiles import QuantProfile
 
 def caption_tokens(loaded: LoadedModel, dataset: ImageDataset) -> torch.Tensor:
     """Tokenized template captions of every class: the text tower's calibration set."""
-    captions = [t.format(c) for c in dataset.classnames for t in templates_for(dataset.name)]
+    captions = [t.format(c) for c in dataset.classnames for t in dataset_templates(dataset)]
     return loaded.tokenizer(captions)
 
 
