@@ -74,7 +74,7 @@ def build_corpus(fonts: list[FontFile], codepoints: list[int], per_class: int, s
     images = np.concatenate([imgs for _, imgs in kept])
     labels = np.concatenate([np.full(len(imgs), i, dtype=np.int64) for i, (_, imgs) in enumerate(kept)])
     cps = [cp for cp, _ in kept]
-    meta = {"version": CORPUS_VERSION, "seed": seed, "per_class": per_class, "n_images": int(len(labels)),
+    meta = {"version": CORPUS_VERSION, "seed": seed, "per_class": per_class, "n_images": len(labels),
             "n_classes": len(cps), "n_fonts": len(fonts), "packages": sorted({f.package for f in fonts})}
     return GlyphCorpus(images, labels, cps, [glyph_captions(cp) for cp in cps], meta)
 

@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import PretrainRecipe, recipe_dict, recipe_hash
-from ..data import dataset_templates, load_dataset, preprocess_dataset, templates_for, with_prompts
+from ..data import (
+    dataset_templates,
+    load_dataset,
+    preprocess_dataset,
+    templates_for,
+    with_prompts,
+)
 from ..errors import UserError
 from ..manifest import file_sha256, versions, write_json_atomic
 from ..progress import log, progress_iter
@@ -40,9 +46,13 @@ class _Pool:
 
 
 def _build_pool(recipe: PretrainRecipe, prep) -> _Pool:
+    return pool_of([(spec.strip(), load_dataset(spec.strip(), split="train")) for spec in recipe.data.split("+")], prep)
+
+
+def pool_of(datasets: list, prep) -> _Pool:
+    """[(spec, ImageDataset)] -> one pool; a dataset with meta["captions"] brings its own per class."""
     images, labels, captions, infos = [], [], [], []
-    for spec in recipe.data.split("+"):
-        ds = load_dataset(spec.strip(), split="train")
+    for spec, ds in datasets:
         offset = len(captions)
         images.append(preprocess_dataset(ds, prep))
         labels.append(torch.from_numpy(ds.labels) + offset)
@@ -51,7 +61,7 @@ def _build_pool(recipe: PretrainRecipe, prep) -> _Pool:
         else:
             tmpl = templates_for(ds.name)
             captions += [[t.format(c) for t in tmpl] for c in ds.classnames]
-        infos.append({"spec": spec.strip(), "name": ds.name, "n_train": len(ds), "classes": ds.classnames})
+        infos.append({"spec": spec, "name": ds.name, "n_train": len(ds), "classes": ds.classnames})
     return _Pool(torch.cat(images), torch.cat(labels), captions, infos)
 
 
@@ -73,32 +83,8 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device | str = "cpu") -> dict:
-    """Train on `device` and write an open_clip-loadable directory atomically (tmp dir, then
-    rename). The image pool and every random draw stay on the CPU: the device changes only the
-    arithmetic."""
-    import open_clip
-
-    from ..devices import describe_device
-
-    out_dir = Path(out_dir)
-    register_project_configs()
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
-    torch.manual_seed(recipe.seed)
-    rng = np.random.default_rng(recipe.seed)
-    if recipe.model not in open_clip.list_models():
-        raise UserError(f"unknown model config '{recipe.model}'")
-    model = open_clip.create_model(recipe.model, pretrained=None).to(device)
-    tokenizer = open_clip.get_tokenizer(recipe.model)
-    from ..data.preprocess import TensorPreprocess
-
-    prep = TensorPreprocess.from_model(model)
-    t0 = time.time()
-    pool = _build_pool(recipe, prep)
-    n = len(pool.labels)
-    steps_per_epoch = n // recipe.batch_size
-    total = max(1, round(recipe.epochs * steps_per_epoch))
+def train_steps(model, tokenizer, pool: _Pool, recipe: PretrainRecipe, total: int, device, rng: np.random.Generator) -> list[float]:
+    """`total` optimizer steps of the class-aware contrastive loss on `pool`; the step losses."""
     tokens = [tokenizer(caps) for caps in pool.class_captions]  # per class: [T, ctx]
     per_batch_text = len(tokens) > recipe.batch_size or len({len(t) for t in tokens}) > 1
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -110,7 +96,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
         eps=1e-6,
     )
     warmup = int(recipe.warmup_fraction * total)
-    log(f"pretraining {recipe.model} on {recipe.data}: {n} images, {total} steps of {recipe.batch_size} on {describe_device(device)}")
+    n = len(pool.labels)
     model.train()
     order = rng.permutation(n)
     cursor, losses = 0, []
@@ -145,6 +131,37 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
         losses.append(loss.item())
         if (step + 1) % 50 == 0:
             log(f"  step {step + 1}/{total} loss {np.mean(losses[-50:]):.4f}")
+    return losses
+
+
+def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device | str = "cpu") -> dict:
+    """Train on `device` and write an open_clip-loadable directory atomically (tmp dir, then
+    rename). The image pool and every random draw stay on the CPU: the device changes only the
+    arithmetic."""
+    import open_clip
+
+    from ..devices import describe_device
+
+    out_dir = Path(out_dir)
+    register_project_configs()
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    if recipe.model not in open_clip.list_models():
+        raise UserError(f"unknown model config '{recipe.model}'")
+    model = open_clip.create_model(recipe.model, pretrained=None).to(device)
+    tokenizer = open_clip.get_tokenizer(recipe.model)
+    from ..data.preprocess import TensorPreprocess
+
+    prep = TensorPreprocess.from_model(model)
+    t0 = time.time()
+    pool = _build_pool(recipe, prep)
+    n = len(pool.labels)
+    steps_per_epoch = n // recipe.batch_size
+    total = max(1, round(recipe.epochs * steps_per_epoch))
+    log(f"pretraining {recipe.model} on {recipe.data}: {n} images, {total} steps of {recipe.batch_size} on {describe_device(device)}")
+    losses = train_steps(model, tokenizer, pool, recipe, total, device, rng)
     model.eval()
     seconds = time.time() - t0
 

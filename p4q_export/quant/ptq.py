@@ -11,8 +11,8 @@ from ..config import CALIB_IMAGES, CALIB_SEED
 from ..data import (
     ImageDataset,
     calibration_indices,
-    image_batches,
     dataset_templates,
+    image_batches,
     write_calibration_list,
 )
 from ..data.samplers import calibration_list_hash
