@@ -110,3 +110,36 @@ def test_tiny_pretraining_step_learns(fonts):
     assert len(losses) == 6 and all(np.isfinite(losses)) and moved > 0
     assert losses == run()[0]  # same seed, same steps
     assert np.mean(losses[-2:]) < np.mean(losses[:2])  # it learns on its own batches
+
+
+def test_later_pretrain_keys_keep_the_cache_key():
+    """eval_data / eval_prompts at their defaults leave the recipe hash (the cached bed's folder
+    name) as it was before they existed."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from p4q_export.config import recipe_hash
+
+    r = PretrainRecipe()
+    old = {k: v for k, v in dataclasses.asdict(r).items() if k not in ("eval_data", "eval_prompts")}
+    assert recipe_hash(r) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    assert recipe_hash(PretrainRecipe(eval_data="mnist")) != recipe_hash(r)
+
+
+def test_val_split_leaves_out_every_seeds_shots():
+    from p4q_export.config import TrainRecipe
+    from p4q_export.data import few_shot_indices
+    from p4q_export.p4q.prepare import eval_dataset
+
+    recipe = TrainRecipe(data="digits", shots=4, seeds=[1, 2], eval_split="val")
+    val = eval_dataset(recipe)
+    train = load_dataset("digits", "train")
+    shots = {train.ids[i] for s in (1, 2) for i in few_shot_indices(train.labels, 4, s)}
+    assert not shots & set(val.ids) and len(val) == len(train) - len(shots)
+    assert not set(val.ids) & set(load_dataset("digits", "test").ids)  # never the test split
+
+
+def test_glyphs_spec_takes_no_directory():
+    with pytest.raises(UserError, match="takes no directory"):
+        load_dataset("glyphs:/tmp", "train")
