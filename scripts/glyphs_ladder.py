@@ -54,9 +54,11 @@ def main() -> None:
             row["FP zero-shot"] = acc.get("fp_zeroshot")
             if acc.get("ptq_zeroshot") is not None:
                 row[f"{label} PTQ zero-shot"] = acc["ptq_zeroshot"]
-            row[label] = {"mean": acc["trained"], "std": acc["trained_std"], "per_seed": m["trained_per_seed"],
+            # one seed: the run reports no spread
+            row[label] = {"mean": acc["trained"], "std": acc.get("trained_std", 0.0),
+                          "per_seed": m.get("trained_per_seed", {str(m["seeds"][0]): acc["trained"]}),
                           "seconds": m["seconds"], "n_eval": m["n_eval"], "eval_split": m["eval_split"]}
-            print(f"{data:14s} {label:16s} {m['trained_mean_std']}% (FP 0-shot {pct(acc.get('fp_zeroshot'))}, "
+            print(f"{data:14s} {label:16s} {m.get('trained_mean_std', pct(acc['trained']))}% (FP 0-shot {pct(acc.get('fp_zeroshot'))}, "
                   f"PTQ 0-shot {pct(acc.get('ptq_zeroshot'))}) {m['seconds']:.0f}s", file=sys.stderr, flush=True)
             out.mkdir(parents=True, exist_ok=True)
             (out / "ladder.json").write_text(json.dumps(table, indent=2))
