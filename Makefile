@@ -6,6 +6,8 @@ CLI := $(VENV)/bin/p4q-export
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+# the glyph corpus's fonts and CLDR names: the one list is p4q_export/data/glyph_packages.txt
+GLYPH_PKGS := $(shell sed -e 's/\#.*//' p4q_export/data/glyph_packages.txt | awk 'NF {print $$1}')
 PYTEST_ARGS ?=
 BENCH_SCALE_ARGS ?=
 
@@ -13,11 +15,16 @@ BENCH_SCALE_ARGS ?=
 
 setup: $(STAMP)
 
-# System packages: the offline Fashion-MNIST (Debian) and OpenSSH (the remote-bench test runs a real sshd).
-$(STAMP): pyproject.toml
+# System packages: the offline Fashion-MNIST (Debian), OpenSSH (the remote-bench test runs a real sshd),
+# and the glyph corpus's fonts + CLDR names.
+$(STAMP): pyproject.toml p4q_export/data/glyph_packages.txt
 	@if [ ! -f $(FASHION) ] || ! command -v /usr/sbin/sshd >/dev/null; then \
 		echo "installing system packages (dataset-fashion-mnist, openssh)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist openssh-server openssh-client >/dev/null; \
+	fi
+	@if ! dpkg -s $(GLYPH_PKGS) >/dev/null 2>&1; then \
+		echo "installing the glyph corpus's fonts and CLDR names (p4q_export/data/glyph_packages.txt)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(GLYPH_PKGS) >/dev/null; \
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

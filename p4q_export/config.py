@@ -38,6 +38,13 @@ class PretrainRecipe:
     flip: bool = True
     seed: int = 0
     threads: int = 0  # 0 = torch default
+    # zero-shot scores written to the manifest: "" = the test splits of `data`; else SPECs joined
+    # by '+' (the glyph bed is scored on mnist+fashion-mnist, which it never saw)
+    eval_data: str = ""
+    eval_prompts: str = ""  # "" = each eval set's own names and templates; glyphs (see data/templates.py)
+    # keys added after test beds were first cached, with their defaults: at the default they leave
+    # the recipe hash (the cache key) unchanged, so a cached bed stays valid
+    LATER_KEYS: typing.ClassVar[dict] = {"eval_data": "", "eval_prompts": ""}
 
 
 @dataclasses.dataclass
@@ -73,6 +80,7 @@ class TrainRecipe:
     adapter_ratio: float = 0.2
     adapter_bits: int = 8
     # loss
+    prompts: str = ""  # "" = the dataset's class names and templates; glyphs = for the glyph test bed
     distill: str = "official"  # official | kl | none (see p4q_export/p4q/losses.py)
     distill_weight: float = 1.0
     temperature: float = 1.0  # kl only
@@ -88,7 +96,7 @@ class TrainRecipe:
     adapter_weight_decay: float = 0.01
     flip: bool = True  # horizontal flips: two cached views per image
     cache_features: bool = True  # false = run the frozen towers every step (to measure the speed-up)
-    eval_split: str = "test"
+    eval_split: str = "test"  # test | train | val (train less every seed's shots: for choosing settings)
     eval_limit: int = 0  # 0 = whole split; else a fixed sample of this many images
     threads: int = 0
     amp: bool = False  # bf16 autocast for the frozen FP forwards (teacher, FP features); never the quantized student
@@ -168,5 +176,9 @@ def recipe_dict(recipe: Any) -> dict[str, Any]:
 
 
 def recipe_hash(recipe: Any) -> str:
-    blob = json.dumps(recipe_dict(recipe), sort_keys=True).encode()
+    d = recipe_dict(recipe)
+    for name, default in getattr(type(recipe), "LATER_KEYS", {}).items():
+        if d.get(name) == default:
+            d.pop(name)
+    blob = json.dumps(d, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()

@@ -11,7 +11,13 @@ from pathlib import Path
 import torch
 
 from .config import CALIB_IMAGES, CALIB_SEED
-from .data import image_batches, load_dataset, parse_spec, templates_for
+from .data import (
+    dataset_templates,
+    image_batches,
+    load_dataset,
+    parse_spec,
+    with_prompts,
+)
 from .data.samplers import eval_subset
 from .deploy.bundle import MANIFEST, ONNX_FILE
 from .devices import describe_device, peak_gpu_memory_mb, resolve_device
@@ -35,6 +41,7 @@ class QuantTarget:
     weight_observer: str | None = None
     device: str = "auto"  # models and runs (torch); a bundle's backend picks its own
     workers: int | None = None  # image-decoding processes (None: one per core, up to 8)
+    prompts: str = ""  # "" = the dataset's class names and templates; glyphs = the glyph bed's (as `train`)
 
 
 def ptq_of(req: QuantTarget, loaded, keep_fp: list[str] | None = None):
@@ -44,7 +51,7 @@ def ptq_of(req: QuantTarget, loaded, keep_fp: list[str] | None = None):
     from .quant.ptq import build_ptq_model
 
     profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
-    calib = load_dataset(req.data, split="train")
+    calib = with_prompts(load_dataset(req.data, split="train"), req.prompts)  # text calibration asks as train does
     with tempfile.TemporaryDirectory(prefix="p4q-calib-") as calib_dir:
         model, info = build_ptq_model(loaded, profile, req.quantize_text, calib, n_calib=req.calib_images,
                                       seed=req.calib_seed, calibration_dir=calib_dir, workers=req.workers, keep_fp=keep_fp)
@@ -100,7 +107,7 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> tuple[dict, float
     if not req.data:
         raise UserError("eval of a model needs --data SPEC")
     loaded = load_model(req.target, device=str(device))
-    test = eval_subset(load_dataset(req.data, split="test"), req.limit)
+    test = eval_subset(with_prompts(load_dataset(req.data, split="test"), req.prompts), req.limit)
     model = loaded.model
     mode = "fp_zeroshot"
     info: dict = {}
@@ -109,7 +116,7 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> tuple[dict, float
         mode = "ptq_zeroshot"
     elif req.bits or req.act_observer or req.weight_observer or req.keep_fp:
         raise UserError("--bits, --keep-fp and the observers need --quant PROFILE")
-    classifier = zero_shot_classifier(model, loaded.tokenizer, test.classnames, templates_for(test.name), amp=req.amp)
+    classifier = zero_shot_classifier(model, loaded.tokenizer, test.classnames, dataset_templates(test), amp=req.amp)
     t0 = time.perf_counter()
     batches = image_batches(test, loaded.preprocess, req.batch_size, device, workers=req.workers)
     feats = encode_images(model, batches, desc=f"eval {test.name}", amp=req.amp)

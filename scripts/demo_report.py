@@ -29,6 +29,18 @@ def main(out: Path) -> None:
     for r in rows:
         print(r)
 
+    glyphs = load(out / "glyphs" / "ladder.json")
+    if glyphs.get("rows"):
+        print("\nTransfer ladder (CLIP pretrained on rendered glyphs only; test splits, top-1 %; 16 shots, "
+              f"seeds {glyphs.get('seeds')})\n")
+        print("| data          | FP 0-shot | FP CoOp | W8A8 PTQ | P4Q W8A8 | W4A4 PTQ | P4Q W4A4 +text |")
+        print("|---------------|-----------|---------|----------|----------|----------|----------------|")
+        for data, row in glyphs["rows"].items():
+            trained = {k: pct(row[k]["mean"]) if k in row else "   n/a" for k in ("FP CoOp", "P4Q W8A8", "P4Q W4A4 +text")}
+            print(f"| {data:<13} | {pct(row.get('FP zero-shot'))}    | {trained['FP CoOp']}  | "
+                  f"{pct(row.get('P4Q W8A8 PTQ zero-shot'))}   | {trained['P4Q W8A8']}   | "
+                  f"{pct(row.get('P4Q W4A4 +text PTQ zero-shot'))}   | {trained['P4Q W4A4 +text']}         |")
+
     v = load(out / "validate.json")
     if v:
         logits = v.get("outputs", {}).get("logits", {})

@@ -120,8 +120,8 @@ def test_cached_and_uncached_losses_match(prepared, tmp_path: Path):
 
 
 def test_run_identity_ignores_later_keys_at_their_defaults():
-    """Runs written before `amp` and `keep_fp` existed keep their identity (they resume and count
-    as finished); setting either key makes another run."""
+    """Runs written before `amp`, `keep_fp` and `prompts` existed keep their identity (they resume
+    and count as finished); setting any of them makes another run."""
     import hashlib
     import json
 
@@ -133,9 +133,10 @@ def test_run_identity_ignores_later_keys_at_their_defaults():
     )
 
     recipe = TrainRecipe()
-    earlier = {k: v for k, v in recipe_dict(recipe).items() if k not in ("amp", "keep_fp")}  # as stored then
+    earlier = {k: v for k, v in recipe_dict(recipe).items() if k not in ("amp", "keep_fp", "prompts")}  # as stored then
     assert comparable_recipe(earlier) == comparable_recipe(recipe)
     key = {k: v for k, v in earlier.items() if k not in RUN_NEUTRAL_KEYS} | {"seed": 1}
     assert run_for_seed_key(recipe, 1) == hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     assert run_for_seed_key(TrainRecipe(amp=True), 1) != run_for_seed_key(recipe, 1)
     assert run_for_seed_key(TrainRecipe(keep_fp=["visual.*"]), 1) != run_for_seed_key(recipe, 1)
+    assert run_for_seed_key(TrainRecipe(prompts="glyphs"), 1) != run_for_seed_key(recipe, 1)

@@ -23,6 +23,8 @@ def eval_command(
     weight_observer: Annotated[str | None, typer.Option("--weight-observer", help="Weight observer for --quant: minmax, percentile[:P] or omse.")] = None,
     keep_fp: Annotated[list[str] | None, typer.Option("--keep-fp", metavar="PATTERN", help="With --quant: leave the matching layers in FP "
                                                    "(fnmatch over layer names, repeatable; see `inspect --suggest`).")] = None,
+    prompts: Annotated[str, typer.Option("--prompts", help="Class names and templates for a MODEL's zero-shot: '' = the dataset's own, "
+                                         "glyphs = the glyph test bed's (as `train --set prompts=glyphs`).")] = "",
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
     amp: AmpOpt = False,
@@ -37,7 +39,7 @@ def eval_command(
             target=target, data=data, quant=quant, bits=bits,
             quantize_text=quantize_text, backend=backend, limit=limit, calib_images=calib_images,
             act_observer=act_observer, weight_observer=weight_observer,
-            device=device, workers=workers, amp=amp, batch_size=batch_size, keep_fp=keep_fp or None,
+            device=device, workers=workers, amp=amp, batch_size=batch_size, keep_fp=keep_fp or None, prompts=prompts,
         )
     )
     emit(result, json_out, lambda r: f"{r.get('mode', 'eval')} on {r.get('data')}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (n={r['n']}, {r['backend']}"

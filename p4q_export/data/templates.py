@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 FASHION_TEMPLATES = (
     "a photo of a {}.",
     "a black and white photo of a {}.",
@@ -26,6 +28,33 @@ DIGIT_TEMPLATES = (
     "a scan of the handwritten number {}.",
     "the digit {}, written by hand.",
 )
+
+
+PROMPT_STYLES = ("", "glyphs")  # "" = the dataset's own; glyphs = for the glyph-pretrained test bed
+
+
+def with_prompts(ds, style: str):
+    """`ds` (an ImageDataset) with the class names and templates of a prompt style: "" leaves it
+    as it is; "glyphs" asks in the words the glyph corpus was captioned with (digit seven, running
+    shoe...). The templates travel in ds.meta["templates"] (see dataset_templates)."""
+    if style not in PROMPT_STYLES:
+        raise UserError(f"prompts must be one of: '' (the dataset's own), glyphs; got '{style}'")
+    if not style:
+        return ds
+    from .glyphs_captions import GLYPH_PROMPTS
+
+    if ds.name not in GLYPH_PROMPTS:
+        raise UserError(f"prompts: glyphs has class names for {', '.join(GLYPH_PROMPTS)} only, not '{ds.name}'")
+    names, templates = GLYPH_PROMPTS[ds.name]
+    out = ds.subset(range(len(ds)))
+    out.classnames = list(names)
+    out.meta["templates"] = tuple(templates)  # no full stop: the corpus's captions have none
+    return out
+
+
+def dataset_templates(ds) -> tuple[str, ...]:
+    """The templates a dataset is prompted with: a prompt style's (with_prompts), else its name's."""
+    return tuple(ds.meta.get("templates") or templates_for(ds.name))
 
 
 def templates_for(dataset_name: str) -> tuple[str, ...]:

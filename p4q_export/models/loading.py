@@ -16,6 +16,7 @@ from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 
 RANDOM_INIT_SEED = 0  # an open_clip NAME without a pretrained tag: random weights, the same every time
 TESTBED_ALIAS = "testbed"  # the project's pretrained test bed, from the cache (pretrained on first use)
+GLYPHS_ALIAS = "glyphs"  # the transfer test bed: pretrained on rendered glyphs only (recipes/glyphs-pretrain.yaml)
 @dataclass
 class LoadedModel:
     model: torch.nn.Module
@@ -69,14 +70,14 @@ def create_kwargs_for(name: str, tag: str | None) -> dict:
 
 def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     """`spec`: DIR (open_clip_config.json + weights), FILE (with open_clip_config.json beside it),
-    NAME (random weights), NAME:TAG (open_clip pretrained tag), NAME:FILE, or `testbed`."""
+    NAME (random weights), NAME:TAG (open_clip pretrained tag), NAME:FILE, `testbed` or `glyphs`."""
     import open_clip
 
     register_project_configs()
-    if spec == TESTBED_ALIAS:
-        from .testbed import ensure_testbed
+    if spec in (TESTBED_ALIAS, GLYPHS_ALIAS):
+        from .testbed import ALIASES, ensure_testbed
 
-        spec = str(ensure_testbed(device=str(device)))
+        spec = str(ensure_testbed(ALIASES[spec], device=str(device)))
     p = Path(spec)
     name_for_tokenizer: str
     extra: dict = {}

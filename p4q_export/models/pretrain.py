@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import PretrainRecipe, recipe_dict, recipe_hash
-from ..data import load_dataset, preprocess_dataset, templates_for
+from ..data import (
+    dataset_templates,
+    load_dataset,
+    preprocess_dataset,
+    templates_for,
+    with_prompts,
+)
 from ..errors import UserError
 from ..manifest import file_sha256, versions, write_json_atomic
 from ..progress import log, progress_iter
@@ -40,15 +46,22 @@ class _Pool:
 
 
 def _build_pool(recipe: PretrainRecipe, prep) -> _Pool:
+    return pool_of([(spec.strip(), load_dataset(spec.strip(), split="train")) for spec in recipe.data.split("+")], prep)
+
+
+def pool_of(datasets: list, prep) -> _Pool:
+    """[(spec, ImageDataset)] -> one pool; a dataset with meta["captions"] brings its own per class."""
     images, labels, captions, infos = [], [], [], []
-    for spec in recipe.data.split("+"):
-        ds = load_dataset(spec.strip(), split="train")
+    for spec, ds in datasets:
         offset = len(captions)
         images.append(preprocess_dataset(ds, prep))
         labels.append(torch.from_numpy(ds.labels) + offset)
-        tmpl = templates_for(ds.name)
-        captions += [[t.format(c) for t in tmpl] for c in ds.classnames]
-        infos.append({"spec": spec.strip(), "name": ds.name, "n_train": len(ds), "classes": ds.classnames})
+        if "captions" in ds.meta:  # a captioned corpus (glyphs): its own variants per class
+            captions += [list(caps) for caps in ds.meta["captions"]]
+        else:
+            tmpl = templates_for(ds.name)
+            captions += [[t.format(c) for t in tmpl] for c in ds.classnames]
+        infos.append({"spec": spec, "name": ds.name, "n_train": len(ds), "classes": ds.classnames})
     return _Pool(torch.cat(images), torch.cat(labels), captions, infos)
 
 
@@ -68,6 +81,57 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_steps(model, tokenizer, pool: _Pool, recipe: PretrainRecipe, total: int, device, rng: np.random.Generator) -> list[float]:
+    """`total` optimizer steps of the class-aware contrastive loss on `pool`; the step losses."""
+    tokens = [tokenizer(caps) for caps in pool.class_captions]  # per class: [T, ctx]
+    per_batch_text = len(tokens) > recipe.batch_size or len({len(t) for t in tokens}) > 1
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    warmup = int(recipe.warmup_fraction * total)
+    n = len(pool.labels)
+    model.train()
+    order = rng.permutation(n)
+    cursor, losses = 0, []
+    for step in progress_iter(range(total), desc="pretrain"):
+        if cursor + recipe.batch_size > n:
+            order, cursor = rng.permutation(n), 0
+        idx = torch.from_numpy(order[cursor : cursor + recipe.batch_size])
+        cursor += recipe.batch_size
+        x, y = pool.images[idx], pool.labels[idx]
+        if recipe.flip:
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if per_batch_text:
+            # thousands of classes: encode one caption of each class in the batch (plain CLIP
+            # negatives), not of every class; labels become positions among the batch's classes
+            present, y = torch.unique(y, return_inverse=True)
+            text = torch.stack([tokens[c][rng.integers(0, len(tokens[c]))] for c in present.tolist()])
+        else:
+            choice = rng.integers(0, len(tokens[0]), size=len(tokens))
+            text = torch.stack([tokens[c][choice[c]] for c in range(len(tokens))])
+        x, y, text = x.to(device), y.to(device), text.to(device)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, total, recipe.lr, warmup)
+        img = F.normalize(model.encode_image(x), dim=-1)
+        txt = F.normalize(model.encode_text(text), dim=-1)
+        loss = class_aware_clip_loss(img, txt, y, model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        if (step + 1) % 50 == 0:
+            log(f"  step {step + 1}/{total} loss {np.mean(losses[-50:]):.4f}")
+    return losses
 
 
 def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device | str = "cpu") -> dict:
@@ -96,56 +160,20 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
     n = len(pool.labels)
     steps_per_epoch = n // recipe.batch_size
     total = max(1, round(recipe.epochs * steps_per_epoch))
-    tokens = [tokenizer(caps) for caps in pool.class_captions]  # per class: [T, ctx]
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
-    warmup = int(recipe.warmup_fraction * total)
     log(f"pretraining {recipe.model} on {recipe.data}: {n} images, {total} steps of {recipe.batch_size} on {describe_device(device)}")
-    model.train()
-    order = rng.permutation(n)
-    cursor, losses = 0, []
-    for step in progress_iter(range(total), desc="pretrain"):
-        if cursor + recipe.batch_size > n:
-            order, cursor = rng.permutation(n), 0
-        idx = torch.from_numpy(order[cursor : cursor + recipe.batch_size])
-        cursor += recipe.batch_size
-        x, y = pool.images[idx], pool.labels[idx]
-        if recipe.flip:
-            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        choice = rng.integers(0, len(tokens[0]), size=len(tokens))
-        text = torch.stack([tokens[c][choice[c]] for c in range(len(tokens))])
-        x, y, text = x.to(device), y.to(device), text.to(device)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, total, recipe.lr, warmup)
-        img = F.normalize(model.encode_image(x), dim=-1)
-        txt = F.normalize(model.encode_text(text), dim=-1)
-        loss = class_aware_clip_loss(img, txt, y, model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log(f"  step {step + 1}/{total} loss {np.mean(losses[-50:]):.4f}")
+    losses = train_steps(model, tokenizer, pool, recipe, total, device, rng)
     model.eval()
     seconds = time.time() - t0
 
     # Zero-shot accuracy on each dataset's test split, recorded in the manifest.
     accuracy = {}
-    for info in pool.datasets:
-        test = load_dataset(info["spec"], split="test")
-        feats = encode_images(model, preprocess_dataset(test, prep), desc=f"eval {info['name']}")
-        cls = zero_shot_classifier(model, tokenizer, test.classnames, templates_for(test.name))
-        accuracy[info["name"]] = topk_accuracy(feats @ cls.T, torch.from_numpy(test.labels)).as_dict()
-        log(f"  zero-shot {info['name']} test top-1 {accuracy[info['name']]['top1']:.4f}")
+    eval_specs = recipe.eval_data.split("+") if recipe.eval_data else [info["spec"] for info in pool.datasets]
+    for spec in eval_specs:
+        test = with_prompts(load_dataset(spec.strip(), split="test"), recipe.eval_prompts)
+        feats = encode_images(model, preprocess_dataset(test, prep), desc=f"eval {test.name}")
+        cls = zero_shot_classifier(model, tokenizer, test.classnames, dataset_templates(test))
+        accuracy[test.name] = topk_accuracy(feats @ cls.T, torch.from_numpy(test.labels)).as_dict()
+        log(f"  zero-shot {test.name} test top-1 {accuracy[test.name]['top1']:.4f}")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -23,7 +23,7 @@ CHECKPOINT_FORMAT = "p4q-export/checkpoint-1"
 RUN_NEUTRAL_KEYS = ("seeds", "threads", "eval_split", "eval_limit", "cache_features")
 # keys added to the recipe after runs were first written, with their defaults: at the default they
 # leave a run's identity unchanged, so a run of an earlier version still resumes and counts as done
-LATER_KEYS = {"amp": False, "keep_fp": []}
+LATER_KEYS = {"amp": False, "keep_fp": [], "prompts": ""}
 
 
 def comparable_recipe(recipe: TrainRecipe | dict) -> dict:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,11 +56,23 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     return acc.top1, acc.top5
 
 
+def eval_dataset(recipe: TrainRecipe):
+    """The images a run is scored on: the test split, or (eval_split: val) the train split less
+    every image any of the recipe's seeds trains on, to choose settings without touching test."""
+    from ..data import few_shot_indices, load_dataset
+
+    if recipe.eval_split != "val":
+        return load_dataset(recipe.data, recipe.eval_split)
+    train = load_dataset(recipe.data, "train")
+    shots = np.concatenate([few_shot_indices(train.labels, recipe.shots, s) for s in seed_list(recipe)])
+    return train.subset(np.setdiff1d(np.arange(len(train)), shots))
+
+
 def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: bool = True,
             device: torch.device | str = "cpu", workers: int | None = None) -> Prepared:
     """Load the model and data on `device`, quantize (p4q), and score FP / PTQ zero-shot on the
     test split (each rank encodes its share of it)."""
-    from ..data import few_shot_indices, load_dataset, templates_for
+    from ..data import dataset_templates, few_shot_indices, load_dataset, with_prompts
     from ..models import load_model
     from ..models.zeroshot import zero_shot_classifier
 
@@ -77,11 +90,11 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
         dist.barrier()
     for p in loaded.model.parameters():
         p.requires_grad_(False)
-    train_ds = load_dataset(recipe.data, "train")
+    train_ds = with_prompts(load_dataset(recipe.data, "train"), recipe.prompts)
     for seed in seed_list(recipe):  # every seed's few-shot sample is drawable
         few_shot_indices(train_ds.labels, recipe.shots, seed)
     classnames = recipe_classnames(recipe, train_ds)
-    templates = templates_for(train_ds.name)
+    templates = dataset_templates(train_ds)
     fp_text = zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates, amp=recipe.amp)
     synchronize(device)
     timings = {"load_s": round(time.perf_counter() - t0, 3)}
@@ -116,7 +129,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     )
     if evaluate:
         t0 = time.perf_counter()
-        test_ds = load_dataset(recipe.data, recipe.eval_split)
+        test_ds = eval_dataset(recipe)
         test_ds = test_ds.subset(eval_subset_indices(len(test_ds), recipe.eval_limit))
         prepared.eval = eval_features(model, ImageSource(test_ds, loaded.preprocess, workers), test_ds.labels, quantized,
                                       dist=dist, amp=recipe.amp)

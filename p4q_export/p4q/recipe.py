@@ -24,8 +24,8 @@ def check_recipe(r: TrainRecipe) -> None:
         raise UserError(f"temperature must be positive, got {r.temperature}")
     if not 0.0 <= r.adapter_ratio <= 1.0:
         raise UserError(f"adapter_ratio must be within [0, 1], got {r.adapter_ratio}")
-    if r.eval_split not in ("train", "test"):
-        raise UserError(f"eval_split must be train or test, got '{r.eval_split}'")
+    if r.eval_split not in ("train", "test", "val"):
+        raise UserError(f"eval_split must be train, test or val, got '{r.eval_split}'")
 
 
 def recipe_profile(recipe: TrainRecipe):

@@ -11,8 +11,8 @@ from ..config import CALIB_IMAGES, CALIB_SEED
 from ..data import (
     ImageDataset,
     calibration_indices,
+    dataset_templates,
     image_batches,
-    templates_for,
     write_calibration_list,
 )
 from ..data.samplers import calibration_list_hash
@@ -24,7 +24,7 @@ from .profiles import QuantProfile
 
 def caption_tokens(loaded: LoadedModel, dataset: ImageDataset) -> torch.Tensor:
     """Tokenized template captions of every class: the text tower's calibration set."""
-    captions = [t.format(c) for c in dataset.classnames for t in templates_for(dataset.name)]
+    captions = [t.format(c) for c in dataset.classnames for t in dataset_templates(dataset)]
     return loaded.tokenizer(captions)
 
 
