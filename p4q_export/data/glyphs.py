@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..manifest import staged_dir
 from .glyphs_captions import CLDR_ANNOTATIONS, glyph_captions
 from .glyphs_fonts import FontFile, corpus_codepoints, font_coverage, font_files
 
@@ -80,18 +79,10 @@ def build_corpus(fonts: list[FontFile], codepoints: list[int], per_class: int, s
 
 
 def _save(corpus: GlyphCorpus, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         np.savez(tmp / IMAGES_FILE, images=corpus.images, labels=corpus.labels)
         meta = dict(corpus.meta, codepoints=corpus.codepoints, captions=corpus.captions)
         (tmp / META_FILE).write_text(json.dumps(meta))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load(path: Path) -> GlyphCorpus:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from ..data import (
     with_prompts,
 )
 from ..errors import UserError
-from ..manifest import file_sha256, versions, write_json_atomic
+from ..manifest import file_sha256, staged_dir, versions, write_json_atomic
 from ..progress import log, progress_iter
 from .registry import CONFIG_DIR, CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .zeroshot import encode_images, topk_accuracy, zero_shot_classifier
@@ -175,9 +173,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
         accuracy[test.name] = topk_accuracy(feats @ cls.T, torch.from_numpy(test.labels)).as_dict()
         log(f"  zero-shot {test.name} test top-1 {accuracy[test.name]['top1']:.4f}")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
         model_cfg = json.loads((CONFIG_DIR / f"{recipe.model}.json").read_text())
         config = {
@@ -200,12 +196,6 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
             "files": {f: file_sha256(tmp / f) for f in (WEIGHTS_FILE, CONFIG_FILE)},
         }
         write_json_atomic(tmp / "manifest.json", manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.replace(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
