@@ -12,10 +12,10 @@ from p4q_export.runtime.trt_engine import (
     BuildOptions,
     builder_setup,
     check_engine_compatible,
+    engine_batch_range,
     engine_filename,
     engine_incompatibility,
     engine_matches,
-    engine_max_batch,
     parse_batch_profile,
     record_engine,
     slugify,
@@ -56,11 +56,10 @@ def test_other_gpu_or_tensorrt_is_refused_with_rebuild_hint(gpu, cc, version, ne
 
 def test_build_options_are_checked():
     with pytest.raises(UserError):
-        BuildOptions(int8=False, fp16=False)
+        BuildOptions(engine="fp8")
     with pytest.raises(UserError):
         BuildOptions(min_batch=8, opt_batch=4, max_batch=32)
-    assert BuildOptions(int8=True).engine == "int8"
-    assert BuildOptions(int8=False, fp16=True).engine == "fp16"
+    assert BuildOptions().engine == "int8" and BuildOptions(engine="fp16").engine == "fp16"
     assert parse_batch_profile("1,8,32") == (1, 8, 32)
     with pytest.raises(UserError):
         parse_batch_profile("1,8")
@@ -143,7 +142,8 @@ def test_engine_kinds_match_precisions_and_the_batch_cap_is_the_profile_max():
     assert engine_matches("int8-fp16", "int8") and engine_matches("int8", "int8") and engine_matches("fp16", "fp16")
     assert not engine_matches("fp16", "int8") and not engine_matches("int8", "int8-fp16")
     assert engine_filename("Orin", "10.3.0", "int8-fp16") == engine_filename("Orin", "10.3.0", "int8") == "orin-trt10.3.0.plan"
-    assert engine_max_batch({"build_options": {"max_batch": 32}}) == 32 and engine_max_batch({}) is None
+    assert engine_batch_range({"build_options": {"min_batch": 2, "max_batch": 32}}) == (2, 32)
+    assert engine_batch_range({"build_options": {"max_batch": 32}})[1] == 32 and engine_batch_range({}) == (1, None)
 
 
 @needs_trt

@@ -199,7 +199,7 @@ def _ensure_engine(bundle, precision: str) -> None:
         trt_engine.find_engine(bundle.path, trt_engine.gpu_info(), trt.__version__, precision)
     except UserError:
         log.warning("building the %s TensorRT engine for this GPU (first run only)", precision)
-        options = trt_engine.BuildOptions(int8=precision == "int8", fp16=precision == "fp16")
+        options = trt_engine.BuildOptions(engine=precision)
         trt_engine.build_engine(bundle.path, options)
 
 

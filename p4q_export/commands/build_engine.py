@@ -48,7 +48,7 @@ def build_engine(
     graphs = load_bundle(bundle).graphs
     for kind in kinds:  # refuse what this TensorRT cannot build before building anything
         builder_setup(trt.__version__, kind, graphs)
-    options = [BuildOptions(int8=k == "int8", fp16=k == "fp16", workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,
+    options = [BuildOptions(engine=k, workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,
                             max_batch=max_batch, timing_cache=str(timing_cache) if timing_cache else None) for k in kinds]
     engines = []
     for opts in options:

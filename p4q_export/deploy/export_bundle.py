@@ -29,6 +29,7 @@ from .precision import (
     graphs_for,
     head_nodes,
     make_graph,
+    tensor_types,
 )
 from .trt_lint import check_trt_compatible
 
@@ -73,14 +74,15 @@ def _write_graphs(model, precision: str, staging: Path, report, quantized: set[s
         graph = make_graph(model, key)
         is_q, fp16 = key == "int8-fp16", key in ("int8-fp16", "fp16")
         head = head_nodes(graph) if fp16 else None
+        types = tensor_types(graph) if fp16 else None  # shape inference once, for the lint and the count
         rep = check_trt_compatible(graph, expected_layers=len(quantized) if is_q else 0,
-                                   quantized_modules=quantized if is_q else set(), fp32_nodes=head)
+                                   quantized_modules=quantized if is_q else set(), fp32_nodes=head, types=types)
         onnx.save(graph, str(staging / FILES[key]))
         graphs[key] = {"file": FILES[key], "opset": FP16_OPSET if fp16 else OPSET, "quantized": is_q,
                        "compute": "fp16" if fp16 else "fp32", "qdq_pairs": rep.qdq_pairs, "quantized_layers": len(rep.quantized_layers),
                        "trt_lint": "passed"}
         if fp16:
-            graphs[key].update(fp32_ops=list(FP32_OPS), fp32_head_nodes=head, fp16_compute_nodes=fp16_compute_nodes(graph))
+            graphs[key].update(fp32_ops=list(FP32_OPS), fp32_head_nodes=head, fp16_compute_nodes=fp16_compute_nodes(graph, types))
         del graph
     return graphs
 

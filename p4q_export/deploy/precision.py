@@ -152,9 +152,9 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def fp16_compute_nodes(model: onnx.ModelProto) -> int:
-    """How many MatMul/Gemm/Conv nodes compute in FP16 (reported in the manifest)."""
-    types = tensor_types(model)
+def fp16_compute_nodes(model: onnx.ModelProto, types: dict[str, int]) -> int:
+    """How many MatMul/Gemm/Conv nodes compute in FP16 (reported in the manifest); `types`:
+    tensor_types(model)."""
     return sum(1 for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and types.get(n.output[0]) == TensorProto.FLOAT16)
 
 

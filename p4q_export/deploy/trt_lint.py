@@ -216,13 +216,13 @@ def lint_model(model: onnx.ModelProto, quantized_modules: set[str] | None = None
     return report
 
 
-def lint_precision(model: onnx.ModelProto, fp32_nodes: list[str] = ()) -> list[str]:
+def lint_precision(model: onnx.ModelProto, fp32_nodes: list[str] = (), types: dict[str, int] | None = None) -> list[str]:
     """Violations of the FP32 islands of an FP16 graph: LayerNormalization, Softmax and the
     normalization compute in FP32, the head nodes (`fp32_nodes`) too, and the graph's outputs are
-    FP32."""
+    FP32. `types`: the graph's tensor_types() where the caller has them already."""
     from .precision import FP32_OPS, elem_type_name, tensor_types
 
-    types = tensor_types(model)
+    types = tensor_types(model) if types is None else types
     half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
     must = set(fp32_nodes)
     violations = []
@@ -249,12 +249,12 @@ def _feeds_through_layout(g: _Graph, source: str, name: str) -> bool:
 
 
 def check_trt_compatible(model: onnx.ModelProto, expected_layers: int | None = None, quantized_modules: set[str] | None = None,
-                         fp32_nodes: list[str] | None = None) -> LintReport:
+                         fp32_nodes: list[str] | None = None, types: dict[str, int] | None = None) -> LintReport:
     """Lint and raise CheckFailed with every violation (first few listed) if the graph won't suit
     TensorRT. `fp32_nodes` (an FP16 graph's head) also checks its FP32 islands."""
     report = lint_model(model, quantized_modules)
     if fp32_nodes is not None:
-        report.violations.extend(lint_precision(model, fp32_nodes))
+        report.violations.extend(lint_precision(model, fp32_nodes, types))
     if expected_layers is not None and len(report.quantized_layers) != expected_layers:
         report.violations.append(
             f"{len(report.quantized_layers)} layers have Q/DQ on input and weight, expected {expected_layers} (one per quantized Linear/Conv)"

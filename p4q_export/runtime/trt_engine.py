@@ -172,8 +172,7 @@ def find_engine(bundle_dir: Path, gpu: GpuInfo, trt_version: str, precision: str
 
 @dataclass
 class BuildOptions:
-    int8: bool = True
-    fp16: bool = False
+    engine: str = "int8"  # int8 (from the bundle's quantized graph) or fp16 (from the FP16 twin)
     workspace_gb: float = 4.0
     min_batch: int = 1
     opt_batch: int = 8
@@ -181,17 +180,12 @@ class BuildOptions:
     timing_cache: str | None = None
 
     def __post_init__(self):
-        if not (self.int8 or self.fp16):
+        if self.engine not in ("int8", "fp16"):
             raise UserError("build-engine needs --int8 (the quantized graph) or --fp16 (the FP16 twin)")
         if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
             raise UserError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch},{self.opt_batch},{self.max_batch}")
         if self.workspace_gb <= 0:
             raise UserError("--workspace-gb must be positive")
-
-    @property
-    def engine(self) -> str:
-        """int8 (from the bundle's quantized graph) or fp16 (from the FP16 twin)."""
-        return "int8" if self.int8 else "fp16"
 
 
 @dataclass(frozen=True)
@@ -265,10 +259,10 @@ def _onnx_for(bundle, setup: BuilderSetup, workdir: Path) -> Path:
     return fp_path
 
 
-def engine_max_batch(entry: dict) -> int | None:
-    """The largest batch an engine's optimization profile accepts."""
-    value = (entry.get("build_options") or {}).get("max_batch")
-    return int(value) if value else None
+def engine_batch_range(entry: dict) -> tuple[int, int | None]:
+    """The smallest and largest batch an engine's optimization profile accepts (max None: unknown)."""
+    options = entry.get("build_options") or {}
+    return int(options.get("min_batch") or 1), (int(options["max_batch"]) if options.get("max_batch") else None)
 
 
 def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import UserError
 from .trt_engine import (
     check_engine_compatible,
-    engine_max_batch,
+    engine_batch_range,
     find_engine,
     gpu_info,
     read_manifest,
@@ -47,8 +47,7 @@ class TrtRunner:
         self.input_name = entry.get("input_name", "image")
         self.input_dtype = np.uint8 if entry.get("input_dtype") == "uint8" else np.float32
         self.output_name = entry.get("output_name", "logits")
-        self.max_batch = engine_max_batch(entry)
-        self.min_batch = int((entry.get("build_options") or {}).get("min_batch") or 1)
+        self.min_batch, self.max_batch = engine_batch_range(entry)
         self.plan_path = plan
         # polygraphy's runner owns the execution context and the device buffers (polygraphy.cuda),
         # and sets the input shape per call, which the dynamic-batch profile needs.
