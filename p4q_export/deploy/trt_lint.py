@@ -138,8 +138,15 @@ def _compute_reached(g: _Graph, value: str, depth: int = 0) -> list:
 
 def module_of(node_name: str) -> str:
     """'/visual/transformer/resblocks.0/attn/qkv/MatMul' -> 'visual.transformer.resblocks.0.attn.qkv':
-    the exporter names nodes by the module path that made them."""
-    return ".".join(node_name.strip("/").split("/")[:-1])
+    the exporter names nodes by the module path that made them, and a Sequential's child twice
+    ('/trunk/stages/stages.0/blocks/blocks.1/...' is trunk.stages.0.blocks.1)."""
+    parts: list[str] = []
+    for part in node_name.strip("/").split("/")[:-1]:
+        if parts and part.startswith(parts[-1] + "."):
+            parts[-1] = part
+        else:
+            parts.append(part)
+    return ".".join(parts)
 
 
 def lint_model(model: onnx.ModelProto, quantized_modules: set[str] | None = None) -> LintReport:

@@ -1,10 +1,12 @@
-"""Quantizing open_clip CLIP towers: swap in explicit attention, replace every Linear (and the
-`x @ proj` matrices, optionally the patch-embedding conv) with fake-quantized layers, calibrate,
-switch quantization off for the FP teacher, save / load the calibration state.
+"""Quantizing open_clip CLIP towers: put the image tower in its deployed form (towers/, reparam.py),
+replace every layer of the one list (plan.py) with a fake-quantized layer, calibrate, switch
+quantization off for the FP teacher, save / load the calibration state.
 
-Quantized: every Linear input and weight (attention qkv and out projections, MLP c_fc / c_proj,
-the output projections). Left in FP: LayerNorm, Softmax, GELU, the attention matmuls and residual
-adds (what TensorRT runs well for ViTs).
+Quantized: every Linear and Conv2d the image tower calls (attention projections, MLPs, every
+convolution with its BatchNorm folded in, the output projections; the image-reading stem conv only
+with quantize_patch_embed), and with quantize_text the text tower's Linears. Left in FP:
+LayerNorm, Softmax, activations, the attention matmuls, pooling and residual adds (the output of
+an INT8 conv or matmul is dequantized, and TensorRT fuses the add into its epilogue).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from ..progress import progress_iter
 from .attention import make_attention_explicit
 from .fake_quant import FakeQuantizer
 from .layers import QuantConv2d, QuantLinear, QuantProjection
+from .plan import image_targets, prepare_image_tower
 from .profiles import QuantProfile
 
 
 def _linear_names(tower: nn.Module, prefix: str) -> list[str]:
-    """Full names of the nn.Linear layers `_replace_linears` would quantize under `tower`."""
+    """Full names of the text tower's nn.Linear layers (not those inside an nn.MultiheadAttention)."""
     skip: list[str] = []
     out = []
     for name, module in tower.named_modules():
@@ -38,29 +41,20 @@ def _linear_names(tower: nn.Module, prefix: str) -> list[str]:
     return out
 
 
-def _replace_linears(tower: nn.Module, profile: QuantProfile, prefix: str = "", keep: frozenset = frozenset()) -> None:
-    """Every nn.Linear under `tower` → QuantLinear, except those inside an nn.MultiheadAttention
-    (it reads out_proj.weight directly, so a wrapper would be bypassed) and those named in `keep`
-    (full names; they stay FP nn.Linear)."""
-    for parent_name, parent in list(tower.named_modules()):
-        if isinstance(parent, (nn.MultiheadAttention, QuantLinear, QuantConv2d)):
-            continue
-        base = ".".join(p for p in (prefix, parent_name) if p)
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and f"{base}.{name}".lstrip(".") not in keep:
-                setattr(parent, name, QuantLinear.from_linear(child, profile))
-
-
-def _replace_projection(owner: nn.Module, attr: str, profile: QuantProfile) -> None:
-    proj = getattr(owner, attr, None)
-    if proj is None or isinstance(proj, QuantLinear):
-        return
-    if isinstance(proj, nn.Linear):
-        setattr(owner, attr, QuantLinear.from_linear(proj, profile))
-    elif isinstance(proj, nn.Parameter):
-        layer = QuantProjection.from_matrix(proj, profile)
-        delattr(owner, attr)  # a registered Parameter cannot be overwritten by a module
-        setattr(owner, attr, layer)
+def _swap(model: nn.Module, name: str, profile: QuantProfile) -> None:
+    """The layer (or `x @ proj` matrix) at `name` → its quantized form, sharing its Parameters."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    layer = getattr(parent, attr)
+    if isinstance(layer, nn.Linear):
+        setattr(parent, attr, QuantLinear.from_linear(layer, profile))
+    elif isinstance(layer, nn.Conv2d):
+        setattr(parent, attr, QuantConv2d.from_conv(layer, profile))
+    elif isinstance(layer, nn.Parameter):
+        delattr(parent, attr)  # a registered Parameter cannot be overwritten by a module
+        setattr(parent, attr, QuantProjection.from_matrix(layer, profile))
+    else:
+        raise TypeError(f"{name} is a {type(layer).__name__}, not a quantizable layer")
 
 
 def _text_tower(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
@@ -77,13 +71,9 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
 
 
 def _candidates(model: nn.Module, profile: QuantProfile, quantize_text: bool) -> list[str]:
-    """Names of the layers quantize_clip would quantize (explicit attention already swapped in),
+    """Names of the layers quantize_clip quantizes (the image tower already in its deployed form),
     in network order: what `keep_fp` patterns are matched against."""
-    visual = model.visual
-    names = ["visual.conv1"] if profile.quantize_patch_embed else []
-    names += _linear_names(visual, "visual")
-    if isinstance(getattr(visual, "proj", None), (nn.Linear, nn.Parameter)):
-        names.append("visual.proj")
+    names, _ = image_targets(model.visual, profile.quantize_patch_embed)
     if quantize_text:
         modules, owner = _text_tower(model)
         for module in modules:
@@ -119,24 +109,13 @@ def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool =
     from ..devices import module_device
 
     device = module_device(model)
-    make_attention_explicit(model)
-    kept = resolve_keep_fp(_candidates(model, profile, quantize_text), keep_fp)
-    keep = frozenset(kept)
-    visual = model.visual
-    if profile.quantize_patch_embed:
-        if not isinstance(getattr(visual, "conv1", None), nn.Conv2d):
-            raise UserError("quantize_patch_embed: this image tower has no patch-embedding conv1")
-        if "visual.conv1" not in keep:
-            visual.conv1 = QuantConv2d.from_conv(visual.conv1, profile)
-    _replace_linears(visual, profile, "visual", keep)
-    if "visual.proj" not in keep:
-        _replace_projection(visual, "proj", profile)
-    if quantize_text:
-        modules, owner = _text_tower(model)
-        for module in modules:
-            _replace_linears(module, profile, _module_name(model, module), keep)
-        if f"{_module_name(model, owner)}.text_projection".lstrip(".") not in keep:
-            _replace_projection(owner, "text_projection", profile)
+    make_attention_explicit(model)  # the text tower's blocks (the image tower's family does its own)
+    prepare_image_tower(model.visual)
+    candidates = _candidates(model, profile, quantize_text)
+    kept = resolve_keep_fp(candidates, keep_fp)
+    for name in candidates:
+        if name not in kept:
+            _swap(model, name, profile)
     model.p4q_keep_fp = kept
     return model.to(device)  # the swapped-in layers and their quantizers start on the CPU
 
