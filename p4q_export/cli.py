@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from typing import Annotated
 
 import typer
 
 from .commands import _common
-from .errors import CheckFailed, UserError
+from .errors import CheckFailed, Interrupted, UserError
 
 try:
     # recent typer vendors click as typer._click and raises its ClickException (no public alias)
@@ -65,10 +66,16 @@ def _register() -> None:
 _register()
 
 
+def _on_signal(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except ClickException as exc:
         # usage errors (exit 2) and other click errors: the usage line and message, no traceback
         exc.show()
@@ -84,9 +91,19 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C while exiting ends it
+        print(f"interrupted by {signal.Signals(signum).name}: {_common.interrupt_note()}", file=sys.stderr)
+        sys.exit(128 + signum)
+    except OSError as exc:
+        # a read-only or full disk, a vanished folder: one line, nothing half-written (staging dirs are removed)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        sys.exit(2)
+    # typer returns (not raises) the exit code of a typer.Exit in non-standalone mode
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -7,3 +7,13 @@ class UserError(Exception):
 
 class CheckFailed(Exception):
     """A validation or acceptance check did not hold: the CLI exits 1."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached the process: the CLI stops at once and exits 128 + the signal.
+    A BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it, but
+    not a KeyboardInterrupt, which typer turns into a returned exit code."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

@@ -17,6 +17,17 @@ WorkersOpt = Annotated[int | None, typer.Option("--workers", min=0, help="Proces
 AmpOpt = Annotated[bool, typer.Option("--amp", help="bf16 autocast for the frozen full-precision forwards (teacher, FP features); the quantized model stays FP32.")]
 
 _global_json = False
+_interrupt_note = "nothing was kept (artifacts are renamed into place only when complete)"
+
+
+def set_interrupt_note(note: str) -> None:
+    """What a command keeps if it is interrupted, said on the way out (train: its checkpoint)."""
+    global _interrupt_note
+    _interrupt_note = note
+
+
+def interrupt_note() -> str:
+    return _interrupt_note
 
 
 def set_global_json(value: bool) -> None:

@@ -42,5 +42,6 @@ def export(
                            uint8_input=uint8_input, with_embedding=embedding, force=force,
                            device=device, workers=workers, keep_fp=keep_fp or None, precision=precision)
     emit(result, json_out, lambda d: f"wrote {d['out']}: profile {d['profile']}, {d['precision']} deploy graph "
-         f"({', '.join(d['graphs'].values())}), {d['quantized_layers']} quantized layers, "
+         f"({', '.join(d['graphs'].values())}), {d['tower_family']} tower: {d['quantized_layers']} INT8 layers, "
+         f"{100 * d['int8_mac_fraction']:.1f}% of its MACs in INT8, "
          f"{d['classes']} classes, {d['seconds']:.1f}s")

@@ -13,7 +13,7 @@ import typer
 
 from ..config import TrainRecipe, load_recipe
 from ..errors import UserError
-from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
+from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit, set_interrupt_note
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -68,6 +68,7 @@ def train(
     r = load_recipe(recipe, overrides, TrainRecipe)
     if seeds is not None:
         r.seeds = _parse_seeds(seeds)
+    set_interrupt_note(f"the last finished epoch's checkpoint in {out} is kept: the same command resumes from it")
     try:
         metrics = train_run(r, out, force=force, device=device, workers=workers)
     finally:

@@ -40,6 +40,14 @@ class _DecodedFiles(Dataset):
         return self.prep.resize_crop(image.unsqueeze(0))[0]
 
 
+def _quiet_worker(_worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the main process stops and shuts the
+    workers down, so a worker ignores SIGINT instead of printing its own traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def uint8_batches(ds: ImageDataset, prep: TensorPreprocess, batch_size: int, indices=None, workers: int | None = None,
                   pin_memory: bool = False) -> Iterator[torch.Tensor]:
     """uint8 N×3×S×S batches of `ds` (or of `indices` into it, in that order), on the host."""
@@ -52,7 +60,7 @@ def uint8_batches(ds: ImageDataset, prep: TensorPreprocess, batch_size: int, ind
     workers = min(workers, max(1, -(-len(idx) // batch_size)))  # no idle processes for a few batches
     loader = DataLoader(_DecodedFiles(ds, prep, idx), batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if workers else None)
+                        prefetch_factor=2 if workers else None, worker_init_fn=_quiet_worker if workers else None)
     yield from loader
 
 

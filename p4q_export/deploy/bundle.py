@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..manifest import file_sha256, read_json, write_json_atomic
+from ..outdir import check_out
 
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -45,8 +46,7 @@ def write_bundle(out: Path, write_files: Callable[[Path], dict], force: bool = F
     """`write_files(staging_dir)` writes the payload and returns the manifest (without `files`).
     Adds file hashes, writes manifest.json, then renames the staging dir onto `out`."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError(f"{out} already exists and is not empty (pass --force to replace it)")
+    check_out(out, "bundle", force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -15,10 +15,12 @@ import torch
 from ..config import CALIB_IMAGES
 from ..errors import UserError
 from ..manifest import versions
+from ..outdir import check_out
 from ..progress import log
 from . import bundle as B
 from .export_onnx import OPSET, export_onnx, io_spec
 from .fold import FoldedModel, fold_model, fold_run
+from .macs import mac_summary
 from .precision import (
     FILES,
     FP16_OPSET,
@@ -63,6 +65,16 @@ def _quantized_modules(folded: FoldedModel) -> set[str]:
     return set(quant_layers(folded.module))
 
 
+def tower_info(visual) -> dict:
+    """The image tower as it was quantized: family, deployed-form changes, the quantized layers
+    (full names, network order) and the FP stem."""
+    from ..quant import quant_layers
+
+    info = dict(getattr(visual, "p4q_tower", {}) or {})
+    info["quantized_layers"] = [f"visual.{n}" for n in quant_layers(visual)]
+    return info
+
+
 def _write_graphs(model, precision: str, staging: Path, report, quantized: set[str], started: float) -> dict:
     """Every graph of the bundle beside model.onnx (int8), each linted; their manifest entries."""
     graphs = {"int8": {"file": B.ONNX_FILE, "opset": OPSET, "quantized": True, "compute": "fp32", "qdq_pairs": report.qdq_pairs,
@@ -87,7 +99,8 @@ def _write_graphs(model, precision: str, staging: Path, report, quantized: set[s
     return graphs
 
 
-def _manifest(folded: FoldedModel, report, graphs: dict, precision: str, started: float, uint8_input: bool, with_embedding: bool) -> dict:
+def _manifest(folded: FoldedModel, report, graphs: dict, precision: str, started: float, uint8_input: bool, with_embedding: bool,
+              macs: dict) -> dict:
     cfg = folded.reference_config
     inputs, outputs = io_spec(folded.preprocess.image_size, uint8_input, cfg["num_classes"], cfg["embed_dim"], with_embedding)
     preprocessing = dict(folded.preprocess.as_dict(), folded_into_graph=bool(uint8_input))
@@ -99,12 +112,13 @@ def _manifest(folded: FoldedModel, report, graphs: dict, precision: str, started
         "data": folded.data,
         "recipe": folded.recipe,
         "profile": folded.profile.as_dict(),
+        "tower": tower_info(folded.module.visual),
         "classnames": folded.classnames,
         "preprocessing": preprocessing,
         "inputs": inputs,
         "outputs": outputs,
         "onnx": {"file": B.ONNX_FILE, "opset": OPSET, "quantized_layers": len(report.quantized_layers),
-                 "qdq_pairs": report.qdq_pairs, "trt_lint": "passed",
+                 "qdq_pairs": report.qdq_pairs, "trt_lint": "passed", **macs,
                  "weight_form": "fp32 initializer -> QuantizeLinear -> DequantizeLinear (per-channel axis 0)"},
         "precision": precision,  # the deploy graph: graphs[precision]
         "graphs": graphs,
@@ -126,8 +140,7 @@ def export_bundle(source: str, out: Path, profile: str | None = None, data: str 
     if precision is not None:
         check_precision(precision)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError(f"{out} already exists and is not empty (pass --force to replace it)")
+    check_out(out, "bundle", force, inputs=(source,))
     if calib_images < 1:
         raise UserError("--calib-images must be at least 1")
     torch_device = resolve_device(device)
@@ -152,6 +165,9 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         model = export_onnx(folded.module, staging / B.ONNX_FILE, folded.preprocess.image_size, uint8_input, with_embedding, meta)
         log(f"[{time.time() - started:.0f}s] checking TensorRT compatibility ...")
         report = check_trt_compatible(model, expected_layers=len(quantized), quantized_modules=quantized)
+        macs = mac_summary(model, report.quantized_layers)
+        log(f"[{time.time() - started:.0f}s] {len(quantized)} INT8 layers, {100 * macs['int8_mac_fraction']:.1f}% of the "
+            f"image tower's {macs['total_macs'] / 1e9:.2f} GMACs")
         graphs = _write_graphs(model, precision, staging, report, quantized, started)
         log(f"[{time.time() - started:.0f}s] writing reference.pt and manifest ...")
         del model
@@ -159,7 +175,7 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         (staging / B.CLASSNAMES_FILE).write_text("\n".join(folded.classnames) + "\n")
         for f in calib_dir.glob("*"):  # the calibration image list, for reproducibility
             shutil.copy(f, staging / f"calibration-{f.name}")
-        return _manifest(folded, report, graphs, precision, started, uint8_input, with_embedding)
+        return _manifest(folded, report, graphs, precision, started, uint8_input, with_embedding, macs)
 
     manifest = B.write_bundle(out, write, force=force)
     return {
@@ -171,6 +187,8 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         "classes": len(manifest["classnames"]),
         "quantized_layers": manifest["onnx"]["quantized_layers"],
         "qdq_pairs": manifest["onnx"]["qdq_pairs"],
+        "int8_mac_fraction": manifest["onnx"]["int8_mac_fraction"],
+        "tower_family": manifest["tower"]["family"],
         "keep_fp": manifest["reference"]["config"].get("keep_fp", []),
         "uint8_input": uint8_input,
         "files": {k: v["bytes"] for k, v in manifest["files"].items()},

@@ -193,6 +193,7 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str =
     metrics on rank 0, None on the other ranks."""
     from ..devices import resolve_device
     from ..manifest import write_json_atomic
+    from ..outdir import check_out
 
     t0 = time.perf_counter()
     check_recipe(recipe)
@@ -200,8 +201,7 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str =
     torch_device = resolve_device(device)
     dist = init_distributed(torch_device)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    check_out(out, "run", force, inputs=(recipe.model,), resumable=True)
     if force and dist.is_main and out.is_dir():
         for name in (CHECKPOINT, METRICS, RUN_MANIFEST):
             (out / name).unlink(missing_ok=True)

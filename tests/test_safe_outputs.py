@@ -1,0 +1,112 @@
+"""No command destroys a user's work: --out is never an input, --force replaces only an artifact of
+the same kind, and SIGINT / SIGTERM stop a command with 130 / 143 and nothing half-written. Each
+case runs the real CLI in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+def _fake_run(path: Path) -> dict[str, bytes]:
+    """A training run's files (as train writes them); returns their contents to compare after."""
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"kind": "p4q-export/run", "format": 1}))
+    (path / "checkpoint.pt").write_bytes(b"weights of a week of training")
+    (path / "metrics.json").write_text("{}")
+    return _contents(path)
+
+
+def _contents(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert lines and lines[-1].startswith("error: "), proc.stderr
+    return lines[-1]
+
+
+def test_export_onto_its_own_run_with_force_keeps_the_run(tmp_path):
+    run = tmp_path / "copyrun"
+    before = _fake_run(run)
+    proc = run_cli("export", str(run), "--out", str(run), "--force")
+    assert proc.returncode == 2
+    assert "is, contains or lies inside the input" in _one_error_line(proc)
+    assert _contents(run) == before
+
+
+def test_export_inside_its_run_is_refused(tmp_path):
+    run = tmp_path / "run"
+    before = _fake_run(run)
+    proc = run_cli("export", str(run), "--out", str(run / "bundle"))
+    assert proc.returncode == 2 and "inside the input" in _one_error_line(proc)
+    assert _contents(run) == before and not (run / "bundle").exists()
+
+
+def test_force_over_a_regular_file_keeps_the_file(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    proc = run_cli("export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(target), "--force")
+    assert proc.returncode == 2 and "is a file, not a folder" in _one_error_line(proc)
+    assert target.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_export_refuses_a_folder_of_other_files(tmp_path, force):
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "holiday.jpg").write_bytes(b"\xff\xd8 not ours")
+    proc = run_cli("export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(target), *(["--force"] if force else []))
+    assert proc.returncode == 2 and "files p4q-export did not write" in _one_error_line(proc)
+    assert _contents(target) == {"holiday.jpg": b"\xff\xd8 not ours"}
+
+
+def test_train_refuses_a_folder_of_other_files(tmp_path):
+    target = tmp_path / "thesis"
+    target.mkdir()
+    (target / "chapter1.tex").write_text("\\section{Intro}")
+    proc = run_cli("train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--set", "model=p4q-testbed", "--out", str(target))
+    assert proc.returncode == 2 and "files p4q-export did not write" in _one_error_line(proc)
+    assert _contents(target) == {"chapter1.tex": b"\\section{Intro}"}
+
+
+def test_force_replaces_a_bundle_but_not_a_run(tmp_path):
+    run = tmp_path / "run"
+    before = _fake_run(run)
+    proc = run_cli("export", "p4q-testbed", "--data", "fashion-mnist", "--out", str(run), "--force")
+    assert proc.returncode == 2 and "holds a p4q-export run" in _one_error_line(proc)
+    assert _contents(run) == before
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_export_with_its_exit_code_and_writes_nothing(tmp_path, sig, code):
+    out = tmp_path / "bundle"
+    env = dict(os.environ, P4Q_NO_PROGRESS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "p4q_export.cli", "export", "p4q-testbed", "--data", "fashion-mnist",
+                             "--calib-images", "2000", "--out", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # the command is at work once it says so
+        seen.append(line)
+        if line.startswith("folding"):
+            break
+    time.sleep(1.5)
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=120)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"interrupted by {signal.Signals(sig).name}: nothing was kept")
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a staging folder was left behind"
