@@ -13,6 +13,7 @@ from ..data.preprocess import TensorPreprocess
 from ..errors import UserError
 from ..manifest import read_json
 from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
+from .tokenizers import load_tokenizer, require_hf_tokenizer
 
 RANDOM_INIT_SEED = 0  # an open_clip NAME without a pretrained tag: random weights, the same every time
 TESTBED_ALIAS = "testbed"  # the project's pretrained test bed, from the cache (pretrained on first use)
@@ -113,6 +114,7 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
                 if not Path(tag).is_file():
                     raise UserError(f"model checkpoint not found: {tag}")
                 _check_checkpoint_file(Path(tag))
+            require_hf_tokenizer(spec, open_clip.get_model_config(name))  # before building a large model
             extra = create_kwargs_for(name, tag)
             # random weights (no tag) are seeded: every process, torchrun rank and command that
             # names the same architecture gets the same model
@@ -131,7 +133,7 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
         raise UserError(f"cannot load model '{spec}': {msg}") from None
     logging.getLogger(__name__).debug("loaded %s", spec)
     model.eval()
-    tokenizer = open_clip.get_tokenizer(name_for_tokenizer)
+    tokenizer = load_tokenizer(spec, name_for_tokenizer, model_cfg)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

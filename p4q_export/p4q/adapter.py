@@ -21,9 +21,11 @@ from torch import nn
 
 def feature_dim(model: nn.Module) -> int:
     """Width of the CLIP embedding the adapter works on (the image tower's output)."""
+    from ..models.text import text_tower
+
     dim = getattr(model.visual, "output_dim", None)
     if dim is None:
-        proj = model.text_projection
+        proj = text_tower(model).text_projection
         dim = proj.out_features if isinstance(proj, nn.Module) else proj.shape[1]
     return int(dim)
 

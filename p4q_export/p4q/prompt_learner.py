@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..models.text import encode_prompt_embeddings
+from ..models.text import encode_prompt_embeddings, text_tower
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"
@@ -56,7 +56,8 @@ class PromptLearner(nn.Module):
             n_ctx = token_count(tokenizer, ctx_init)
         if n_ctx <= 0:
             raise UserError(f"n_ctx must be positive, got {n_ctx}")
-        context_length = int(model.positional_embedding.shape[0])
+        tower = text_tower(model)
+        context_length = int(tower.positional_embedding.shape[0])
         name_lens = [token_count(tokenizer, c) for c in classnames]
         longest = max(name_lens)
         if 1 + n_ctx + longest + 2 > context_length:  # SOS + ctx + name + "." + EOS
@@ -66,9 +67,9 @@ class PromptLearner(nn.Module):
             )
         prefix = ctx_init if ctx_init else " ".join([PLACEHOLDER] * n_ctx)
         tokenized = tokenizer([f"{prefix} {c}." for c in classnames])  # [C, L]
-        device = model.token_embedding.weight.device
+        device = tower.token_embedding.weight.device
         with torch.no_grad():
-            embedding = model.token_embedding(tokenized.to(device)).float()  # [C, L, D]
+            embedding = tower.token_embedding(tokenized.to(device)).float()  # [C, L, D]
         dim = embedding.shape[-1]
 
         if ctx_init:

@@ -1,0 +1,49 @@
+"""Tokenizers: open_clip's own, or a Hugging Face tokenizer (SigLIP, SigLIP2), which needs the
+`transformers` package and the tokenizer files (from the hub, its local cache, or a folder named
+by P4Q_HF_TOKENIZER). A missing piece is one line saying what and how to provide it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from ..errors import UserError
+
+HF_TOKENIZER_ENV = "P4Q_HF_TOKENIZER"
+
+
+def hf_tokenizer_name(model_cfg: dict | None) -> str | None:
+    return ((model_cfg or {}).get("text_cfg") or {}).get("hf_tokenizer_name")
+
+
+def _how(hf_name: str) -> str:
+    return (f"on a connected machine `huggingface-cli download {hf_name}` fills the Hugging Face cache, "
+            f"or set {HF_TOKENIZER_ENV}=DIR to a folder holding its tokenizer files")
+
+
+def require_hf_tokenizer(model: str, model_cfg: dict | None) -> None:
+    """Before anything is built: a model with a Hugging Face tokenizer needs `transformers`."""
+    hf_name = hf_tokenizer_name(model_cfg)
+    if hf_name and importlib.util.find_spec("transformers") is None:
+        raise UserError(f"{model} tokenizes text with the Hugging Face tokenizer '{hf_name}', which needs `transformers`: "
+                        f"pip install 'p4q-export[hf]'; offline, {_how(hf_name)}")
+
+
+def load_tokenizer(model: str, name_for_tokenizer: str, model_cfg: dict | None):
+    import open_clip
+
+    hf_name = hf_tokenizer_name(model_cfg)
+    if not hf_name:
+        return open_clip.get_tokenizer(name_for_tokenizer)
+    require_hf_tokenizer(model, model_cfg)
+    local = os.environ.get(HF_TOKENIZER_ENV)
+    text_cfg = model_cfg.get("text_cfg") or {}
+    try:
+        if local:
+            from open_clip.tokenizer import HFTokenizer
+
+            return HFTokenizer(local, context_length=text_cfg.get("context_length", 77), **(text_cfg.get("tokenizer_kwargs") or {}))
+        return open_clip.get_tokenizer(name_for_tokenizer)
+    except Exception as exc:  # transformers / huggingface_hub raise many types when offline
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load the Hugging Face tokenizer '{local or hf_name}' of {model} ({reason}): {_how(hf_name)}") from None

@@ -1,0 +1,191 @@
+"""Every image-tower family quantized, exported and checked against its PyTorch reference.
+
+The matrix runs on small members of each family (tests/data/towers: the same open_clip / timm
+architectures as the shipped CLIPs at 64 px, one-layer text towers), random weights seeded as for
+any open_clip NAME. The full-size matrix (ViT-B-16, EVA02-B-16, MobileCLIP-B, MobileCLIP2-S0,
+RN50, convnext_base) is `python -m p4q_export.bench.families` (README, "Supported towers")."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import REPO, run_cli
+
+TOWERS = REPO / "tests" / "data" / "towers"
+os.environ["P4Q_MODEL_CONFIGS"] = str(TOWERS)
+
+# (model, family, INT8 share of the MACs it must reach: the conv towers' work is nearly all
+# convolution; the two tiny transformers spend a large share in FP attention matmuls)
+CASES = [
+    ("p4q-small-rn", "open_clip-resnet", 0.9),
+    ("p4q-small-mobileclip2", "timm:FastVit", 0.9),
+    ("p4q-small-convnext", "timm:ConvNeXt", 0.9),
+    ("p4q-small-eva", "timm:Eva", 0.75),
+    ("p4q-small-vit", "open_clip-vit", 0.6),
+]
+
+
+def _fold(name: str, tmp_path):
+    from p4q_export.deploy.fold import fold_model
+
+    folded = fold_model(name, "fashion-mnist", "trt", calib_images=16, uint8_input=False, with_embedding=True,
+                        calibration_dir=tmp_path, device="cpu", workers=0)
+    return folded.module.cpu().eval()
+
+
+def _inputs(module, n: int = 8) -> torch.Tensor:
+    from p4q_export.data import load_dataset
+    from p4q_export.data.loader import preprocess_dataset
+    from p4q_export.data.preprocess import TensorPreprocess
+
+    test = load_dataset("fashion-mnist", "test")
+    test.arrays = test.arrays[:n]
+    test.labels = test.labels[:n]
+    return preprocess_dataset(test, TensorPreprocess.from_model(module))
+
+
+@pytest.mark.parametrize(("name", "family", "min_share"), CASES)
+def test_family_exports_int8_and_onnx_computes_the_reference(tmp_path, name, family, min_share):
+    from p4q_export.deploy.export_onnx import export_onnx
+    from p4q_export.deploy.macs import mac_summary
+    from p4q_export.deploy.trt_lint import check_trt_compatible
+    from p4q_export.quant import quant_layers
+
+    module = _fold(name, tmp_path)
+    assert module.visual.p4q_tower["family"] == family
+    layers = quant_layers(module)
+    size = module.visual.image_size[0] if isinstance(module.visual.image_size, tuple) else module.visual.image_size
+    graph = export_onnx(module, tmp_path / "model.onnx", size, uint8_input=False, with_embedding=True)
+    report = check_trt_compatible(graph, expected_layers=len(layers), quantized_modules=set(layers))
+    ops = [n.op_type for n in graph.graph.node]
+    assert "BatchNormalization" not in ops
+    convs = sum(op == "Conv" for op in ops)
+    quantized_convs = sum(isinstance(m, torch.nn.Conv2d) or type(m).__name__ == "QuantConv2d" for m in layers.values())
+    assert convs - quantized_convs == 1, "every convolution but the image-reading stem is INT8"
+
+    macs = mac_summary(graph, report.quantized_layers)
+    assert macs["int8_mac_fraction"] >= min_share
+    images = _inputs(module)
+    # the math backend: FlopCounterMode has no formula for the CPU's fused attention kernel
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        module(images[:1])
+    # the graph's MAC count is the network's: torch counts FLOPs (2 per MAC) of the same forward
+    assert macs["total_macs"] == pytest.approx(counter.get_total_flops() / 2, rel=0.01)
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")  # exact Q/DQ arithmetic
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    logits, emb = sess.run(None, {"image": images.numpy()})
+    with torch.no_grad():
+        ref_logits, ref_emb = (t.numpy() for t in module(images))
+    cos = (emb * ref_emb).sum(-1) / np.linalg.norm(emb, axis=-1) / np.linalg.norm(ref_emb, axis=-1)
+    assert cos.min() > 0.999
+    assert np.array_equal(logits.argmax(-1), ref_logits.argmax(-1))
+
+
+def test_deploy_form_of_mobileclip2_s0_has_no_batchnorm_and_the_same_output():
+    """The real MobileCLIP2-S0 image tower (256 px): 423 modules reparameterized, every BatchNorm
+    folded, outputs equal to the training-form tower."""
+    import copy
+
+    from p4q_export.models import load_model
+    from p4q_export.quant.plan import prepare_image_tower
+
+    visual = load_model("MobileCLIP2-S0").model.visual.eval()
+    x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    before = copy.deepcopy(visual)
+    info = prepare_image_tower(visual)
+    assert info["family"] == "timm:FastVit" and info["reparameterized_modules"] > 100
+    assert not [m for m in visual.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        a, b = before(x), visual(x)
+    assert (a - b).abs().max() / a.abs().max() < 1e-4
+
+
+def test_explicit_attention_pool_equals_open_clip_attention_pool():
+    from open_clip.modified_resnet import AttentionPool2d
+
+    from p4q_export.quant.towers.modified_resnet import ExplicitAttentionPool2d
+
+    torch.manual_seed(0)
+    pool = AttentionPool2d(7, 64, 4, 32).eval()
+    x = torch.randn(3, 64, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(ExplicitAttentionPool2d(pool)(x), pool(x), rtol=1e-5, atol=1e-5)
+
+
+def test_eva_attention_calls_its_qkv_layer_after_the_bias_merge():
+    """timm's EvaAttention adds q/v biases through F.linear on qkv.weight: after the merge the
+    same output comes from calling qkv, so a quantized qkv is really used."""
+    from timm.models.eva import EvaAttention
+
+    from p4q_export.quant.towers.timm_trunk import _merge_qkv_bias
+
+    torch.manual_seed(0)
+    attn = EvaAttention(64, num_heads=4, qkv_bias=True, norm_layer=torch.nn.LayerNorm).eval()
+    with torch.no_grad():
+        attn.q_bias.normal_()
+        attn.k_bias.zero_()
+        attn.v_bias.normal_()
+    x = torch.randn(2, 10, 64)
+    with torch.no_grad():
+        ref = attn(x)
+        assert _merge_qkv_bias(attn)
+        calls = []
+        attn.qkv.register_forward_hook(lambda *a: calls.append(1))
+        torch.testing.assert_close(attn(x), ref, rtol=1e-5, atol=1e-5)
+    assert calls == [1]
+
+
+def test_mac_count_of_a_known_graph():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from p4q_export.deploy.macs import node_macs
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    m = numpy_helper.from_array(np.ones((8, 5), np.float32), "m")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["f"]),
+         helper.make_node("MatMul", ["f", "m"], ["y"], name="mm")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])], [w, m])
+    macs = node_macs(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert macs == {"conv": 16 * 16 * 8 * 3 * 3 * 3, "mm": 8 * 5}
+
+
+def test_mobileclip2_export_and_validate_from_the_cli(tmp_path):
+    out = tmp_path / "bundle"
+    proc = run_cli("--json", "export", "p4q-small-mobileclip2", "--data", "fashion-mnist", "--calib-images", "16",
+                   "--precision", "int8", "--out", str(out), check=True)
+    result = json.loads(proc.stdout)
+    assert result["tower_family"] == "timm:FastVit" and result["int8_mac_fraction"] >= 0.9
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["onnx"]["int8_mac_fraction"] == result["int8_mac_fraction"]
+    assert len(manifest["tower"]["quantized_layers"]) == result["quantized_layers"]
+    assert manifest["tower"]["batchnorms_folded"] > 0
+    assert not [n for n in onnx.load(str(out / "model.onnx")).graph.node if n.op_type == "BatchNormalization"]
+    proc = run_cli("--json", "validate", str(out), "--backend", "ort", "--data", "fashion-mnist", "--limit", "16", check=True)
+    report = json.loads(proc.stdout)
+    assert report["passed"] and report["cosine_min"] >= 0.999
+
+
+def test_siglip2_without_its_tokenizer_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "sig"
+    proc = run_cli("export", "ViT-B-16-SigLIP2", "--data", "fashion-mnist", "--out", str(out),
+                   env={"HF_HUB_OFFLINE": "1", "P4Q_HF_TOKENIZER": ""})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ViT-B-16-SigLIP2 tokenizes text with the Hugging Face tokenizer 'timm/ViT-B-16-SigLIP2'")
+    assert "P4Q_HF_TOKENIZER" in last
+    assert list(tmp_path.iterdir()) == []
