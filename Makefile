@@ -11,7 +11,7 @@ GLYPH_PKGS := $(shell sed -e 's/\#.*//' p4q_export/data/glyph_packages.txt | awk
 PYTEST_ARGS ?=
 BENCH_SCALE_ARGS ?=
 
-.PHONY: setup demo test bench bench-scale lint clean
+.PHONY: setup demo test bench bench-scale bench-families lint clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: setup
 # (make bench-scale BENCH_SCALE_ARGS="--device cuda --amp").
 bench-scale: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.scale $(BENCH_SCALE_ARGS)
+
+# The supported-tower matrix at full size (ViT-B-16, EVA02-B-16, MobileCLIP-B, MobileCLIP2-S0, RN50,
+# convnext_base): export, validate and ORT latency per family; ~25 min on 2 cores.
+bench-families: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.families
 
 lint: setup
 	$(VENV)/bin/ruff check p4q_export tests scripts

@@ -15,10 +15,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import REPO, run_cli
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
-
-from conftest import REPO, run_cli
 
 TOWERS = REPO / "tests" / "data" / "towers"
 os.environ["P4Q_MODEL_CONFIGS"] = str(TOWERS)
@@ -189,3 +188,23 @@ def test_siglip2_without_its_tokenizer_is_one_line_and_writes_nothing(tmp_path):
     assert last.startswith("error: ViT-B-16-SigLIP2 tokenizes text with the Hugging Face tokenizer 'timm/ViT-B-16-SigLIP2'")
     assert "P4Q_HF_TOKENIZER" in last
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_fp_leaves_convolutions_in_floating_point_and_the_lint_agrees(tmp_path):
+    """keep_fp matches the same names the quantizer, the lint and the manifest use (here timm-free
+    ModifiedResNet names); the kept convolutions have no Q/DQ in the graph."""
+    from p4q_export.deploy.export_onnx import export_onnx
+    from p4q_export.deploy.fold import fold_model
+    from p4q_export.deploy.trt_lint import check_trt_compatible, module_of
+    from p4q_export.quant import quant_layers
+
+    folded = fold_model("p4q-small-rn", "fashion-mnist", "trt", calib_images=8, calibration_dir=tmp_path, device="cpu",
+                        workers=0, keep_fp=["visual.layer1.*"], with_embedding=True)
+    module = folded.module.cpu().eval()
+    assert folded.reference_config["keep_fp"] == ["visual.layer1.0.conv1", "visual.layer1.0.conv2", "visual.layer1.0.conv3",
+                                                  "visual.layer1.0.downsample.0"]
+    layers = set(quant_layers(module))
+    assert not [n for n in layers if n.startswith("visual.layer1.")]
+    graph = export_onnx(module, tmp_path / "m.onnx", 64, uint8_input=False, with_embedding=True)
+    report = check_trt_compatible(graph, expected_layers=len(layers), quantized_modules=layers)
+    assert {module_of(n) for n in report.quantized_layers} == layers
