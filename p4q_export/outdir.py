@@ -16,9 +16,6 @@ from pathlib import Path
 
 from .errors import UserError
 
-OUT_RULE = ("OUT must be a new or empty folder, not an input or inside one; --force replaces only a "
-            "folder that holds a p4q-export {kind}.")
-
 
 def _json(path: Path) -> dict:
     try:

@@ -109,3 +109,22 @@ def test_a_signal_stops_export_with_its_exit_code_and_writes_nothing(tmp_path, s
     assert stderr.strip().splitlines()[-1].startswith(f"interrupted by {signal.Signals(sig).name}: nothing was kept")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a staging folder was left behind"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--seeds", "1,,2"], "--seeds expects integers"),
+    (["train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--set", "threads=-1"], "threads and eval_limit must be"),
+    (["export", "runs/nope", "--out", "B"], "runs/nope not found"),
+])
+def test_malformed_values_are_one_line(tmp_path, args, message):
+    args = [a if a != "B" else str(tmp_path / "b") for a in args]
+    if args[0] == "train":
+        args += ["--out", str(tmp_path / "run")]
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and message in _one_error_line(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_threads_must_be_positive(tmp_path):
+    proc = run_cli("bench", str(tmp_path), "--threads", "-1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--threads" in proc.stderr

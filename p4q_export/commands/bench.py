@@ -19,7 +19,7 @@ def bench(
     iterations: Annotated[int, typer.Option("--iterations", help="Timed iterations per batch size.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up iterations per batch size.")] = 3,
     backends: Annotated[str | None, typer.Option("--backends", help="Only these, e.g. ort/int8,ort/fp32,torch/fp32 (torch/int8, the fake-quant reference, is opt-in).")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: ORT's choice).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads (default: ORT's choice).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report directory (default BUNDLE/bench).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="SSH port.")] = None,
     identity: Annotated[Path | None, typer.Option("--identity", help="SSH private key file.")] = None,

@@ -14,7 +14,7 @@ from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 def export(
     source: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A trained run directory, or a MODEL (open_clip name, checkpoint, model dir).")],
-    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (must not exist or be empty).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write: a new or empty folder, not the RUN or inside it. --force replaces only a folder that holds a p4q-export bundle.")],
     profile: Annotated[str | None, typer.Option("--profile", help="trt (TensorRT INT8) or ort-x86 (7-bit weights for ORT on CPUs without VNNI). Default: the run's profile, trt for a MODEL.")] = None,
     data: DataOpt = None,
     uint8_input: Annotated[bool, typer.Option("--uint8-input", help="Fold mean/std into the graph: input uint8 NCHW 0-255.")] = False,
@@ -30,7 +30,7 @@ def export(
                                                    "for --profile trt), int8 (Q/DQ, FP32 elsewhere; default for ort-x86), fp16 or fp32 "
                                                    "(no Q/DQ). model.onnx (int8) is always written, and quantized bundles carry the FP16 "
                                                    "twin model.fp16.onnx.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it already holds something.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds a p4q-export bundle (never a run or other files).")] = False,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,

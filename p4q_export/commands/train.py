@@ -17,13 +17,10 @@ from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit, set_interrupt
 
 
 def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise UserError(f"--seeds expects integers joined by commas (e.g. 1,2,3), got '{text}'") from None
-    if not seeds:
-        raise UserError("--seeds is empty")
-    return seeds
+    parts = text.replace(" ", "").split(",")
+    if not all(p.lstrip("-").isdigit() for p in parts):
+        raise UserError(f"--seeds expects integers joined by commas (e.g. 1,2,3), got '{text}'")
+    return [int(p) for p in parts]
 
 
 def _human(d: dict) -> str:
@@ -39,7 +36,7 @@ def _human(d: dict) -> str:
 
 
 def train(
-    out: Annotated[Path, typer.Option("--out", help="Run directory: checkpoint.pt, metrics.json, run.json.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory (checkpoint.pt, metrics.json, run.json): a new or empty folder, or a run to resume; a folder of other files is refused.")],
     recipe: Annotated[Path | None, typer.Option("--recipe", help="YAML recipe, e.g. recipes/testbed-p4q-w8a8.yaml.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set epochs=10.")] = None,
     method: Annotated[str | None, typer.Option("--method", help="p4q (default) or coop (FP learnable prompts).")] = None,

@@ -140,6 +140,8 @@ def export_bundle(source: str, out: Path, profile: str | None = None, data: str 
     if precision is not None:
         check_precision(precision)
     out = Path(out)
+    if ":" not in source and ("/" in source or source.startswith(".")) and not Path(source).exists():
+        raise UserError(f"{source} not found (export takes a RUN directory or a MODEL)")
     check_out(out, "bundle", force, inputs=(source,))
     if calib_images < 1:
         raise UserError("--calib-images must be at least 1")

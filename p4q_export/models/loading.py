@@ -16,8 +16,6 @@ from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .tokenizers import load_tokenizer, require_hf_tokenizer
 
 RANDOM_INIT_SEED = 0  # an open_clip NAME without a pretrained tag: random weights, the same every time
-TESTBED_ALIAS = "testbed"  # the project's pretrained test bed, from the cache (pretrained on first use)
-GLYPHS_ALIAS = "glyphs"  # the transfer test bed: pretrained on rendered glyphs only (recipes/glyphs-pretrain.yaml)
 @dataclass
 class LoadedModel:
     model: torch.nn.Module
@@ -75,8 +73,10 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     import open_clip
 
     register_project_configs()
-    if spec in (TESTBED_ALIAS, GLYPHS_ALIAS):
-        from .testbed import ALIASES, ensure_testbed
+    from .testbed import ALIASES
+
+    if spec in ALIASES:
+        from .testbed import ensure_testbed
 
         spec = str(ensure_testbed(ALIASES[spec], device=str(device)))
     p = Path(spec)

@@ -10,8 +10,9 @@ from ..config import PretrainRecipe, load_recipe, recipe_hash
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RECIPE = REPO_ROOT / "recipes" / "testbed-pretrain.yaml"
 GLYPHS_RECIPE = REPO_ROOT / "recipes" / "glyphs-pretrain.yaml"
+CONV_RECIPE = REPO_ROOT / "recipes" / "testbed-conv-pretrain.yaml"
 # model aliases -> the pretraining recipe of the cached test bed they name
-ALIASES = {"testbed": DEFAULT_RECIPE, "glyphs": GLYPHS_RECIPE}
+ALIASES = {"testbed": DEFAULT_RECIPE, "glyphs": GLYPHS_RECIPE, "testbed-conv": CONV_RECIPE}
 
 
 def cache_root() -> Path:

@@ -20,6 +20,8 @@ def check_recipe(r: TrainRecipe) -> None:
     for name in ("epochs", "batch_size", "shots"):
         if getattr(r, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(r, name)}")
+    if r.threads < 0 or r.eval_limit < 0:
+        raise UserError(f"threads and eval_limit must be 0 (the default) or positive, got {r.threads} and {r.eval_limit}")
     if r.temperature <= 0:
         raise UserError(f"temperature must be positive, got {r.temperature}")
     if not 0.0 <= r.adapter_ratio <= 1.0:
