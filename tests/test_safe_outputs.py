@@ -128,3 +128,25 @@ def test_malformed_values_are_one_line(tmp_path, args, message):
 def test_bench_threads_must_be_positive(tmp_path):
     proc = run_cli("bench", str(tmp_path), "--threads", "-1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--threads" in proc.stderr
+
+
+def test_ctrl_c_stops_train_with_130_and_says_what_it_keeps(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "p4q_export.cli", "train", "--recipe", "recipes/testbed-p4q-w8a8.yaml",
+                             "--set", "model=p4q-testbed", "--set", "calib_images=64", "--set", "epochs=200000", "--shots", "2",
+                             "--set", "eval_limit=100", "--out", str(out)], cwd=REPO, env=dict(os.environ, P4Q_NO_PROGRESS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # the epoch loop starts once the features are cached
+        seen.append(line)
+        if "image features" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (f"interrupted by SIGINT: {out} keeps the checkpoint of the last finished epoch, "
+                                               "if any: the same command resumes from there")
+    assert (out / "checkpoint.pt").is_file()

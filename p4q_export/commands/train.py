@@ -65,7 +65,7 @@ def train(
     r = load_recipe(recipe, overrides, TrainRecipe)
     if seeds is not None:
         r.seeds = _parse_seeds(seeds)
-    set_interrupt_note(f"the last finished epoch's checkpoint in {out} is kept: the same command resumes from it")
+    set_interrupt_note(f"{out} keeps the checkpoint of the last finished epoch, if any: the same command resumes from there")
     try:
         metrics = train_run(r, out, force=force, device=device, workers=workers)
     finally:
