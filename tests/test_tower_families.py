@@ -123,8 +123,8 @@ def test_explicit_attention_pool_equals_open_clip_attention_pool():
 
 
 def test_eva_attention_calls_its_qkv_layer_after_the_bias_merge():
-    """timm's EvaAttention adds q/v biases through F.linear on qkv.weight: after the merge the
-    same output comes from calling qkv, so a quantized qkv is really used."""
+    """timm's fused EvaAttention (EVA01) adds q/v biases through F.linear on qkv.weight: after the
+    merge the same output comes from calling qkv, so a quantized qkv is really used."""
     from timm.models.eva import EvaAttention
 
     from p4q_export.quant.towers.timm_trunk import _merge_qkv_bias

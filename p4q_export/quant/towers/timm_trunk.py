@@ -1,8 +1,8 @@
 """open_clip's TimmModel: a timm trunk (FastViT-MCi for MobileCLIP2, ViT-MCi for MobileCLIP-B,
-ConvNeXt, EVA02, ...) and open_clip's pooling / projection head. timm's reparameterization runs in
-the shared preparation. EVA's attention (timm `EvaAttention`) adds its separate q/v biases with
-F.linear on `qkv.weight`, bypassing the layer: they are merged into `qkv.bias` so the projection
-is called as a layer (the same arithmetic)."""
+ConvNeXt, EVA, ...) and open_clip's pooling / projection head. timm's reparameterization runs in
+the shared preparation. timm's `EvaAttention` with a fused qkv (EVA01; EVA02 has separate q/k/v
+projections) adds its separate q/v biases with F.linear on `qkv.weight`, bypassing the layer: they
+are merged into `qkv.bias` so the projection is called as a layer (the same arithmetic)."""
 
 from __future__ import annotations
 
