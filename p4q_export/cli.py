@@ -67,12 +67,15 @@ _register()
 
 
 def _on_signal(signum, frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once (e.g. stuck in native code)
     raise Interrupted(signum)
 
 
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # under torchrun the launcher stops its ranks with SIGTERM: keep its default there (a rank may
+    # be blocked in a collective, where a Python handler would never run)
+    for sig in (signal.SIGINT,) if "LOCAL_RANK" in os.environ else (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     try:
         rc = app(standalone_mode=False)
@@ -93,7 +96,6 @@ def main() -> None:
         sys.exit(130)
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C while exiting ends it
         print(f"interrupted by {signal.Signals(signum).name}: {_common.interrupt_note()}", file=sys.stderr)
         sys.exit(128 + signum)
     except OSError as exc:

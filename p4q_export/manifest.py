@@ -66,6 +66,32 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def replace_dir(staging: Path, out: Path) -> None:
+    """Rename `staging` onto `out`; an existing `out` is moved aside first and deleted only once the
+    new one is in place. SIGINT/SIGTERM are held back between the two renames, so an interrupt
+    never leaves `out` missing."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hasattr(signal, "pthread_sigmask") else None
+    trash = None
+    try:
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+        try:
+            os.replace(staging, out)
+        except BaseException:
+            if trash is not None:
+                os.replace(trash / "old", out)
+            raise
+    finally:
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_dir(out: Path | str):
     """A temporary directory beside `out`, renamed onto it (replacing it) when the block succeeds;
@@ -75,9 +101,7 @@ def staged_dir(out: Path | str):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

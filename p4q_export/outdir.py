@@ -25,10 +25,26 @@ def _json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _ours(checkpoint: Path) -> bool:
+    """A checkpoint.pt that train wrote (its format tag), not another tool's file of that name."""
+    try:
+        import torch
+
+        from .p4q.checkpoint import CHECKPOINT_FORMAT
+
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT
+
+
 def _is_run(path: Path) -> bool:
-    # a run interrupted before its first checkpoint holds only its calibration list
-    markers = (path / "checkpoint.pt").is_file() or (path / "calibration").is_dir()
-    if markers or _json(path / "run.json").get("kind") == "p4q-export/run":
+    if _json(path / "run.json").get("kind") == "p4q-export/run":
+        return True
+    # a run interrupted before its first seed finished: its checkpoint, or only its calibration list
+    if (path / "checkpoint.pt").is_file() and _ours(path / "checkpoint.pt"):
+        return True
+    if any((path / "calibration").glob("*-n*-seed*.txt")):
         return True
     return any(_is_run(p) for p in path.glob("seed-*") if p.is_dir())
 

@@ -150,3 +150,30 @@ def test_ctrl_c_stops_train_with_130_and_says_what_it_keeps(tmp_path):
     assert stderr.strip().splitlines()[-1] == (f"interrupted by SIGINT: {out} keeps the checkpoint of the last finished epoch, "
                                                "if any: the same command resumes from there")
     assert (out / "checkpoint.pt").is_file()
+
+
+def test_pretrain_never_replaces_a_folder_it_did_not_write(tmp_path):
+    target = tmp_path / "work"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years")
+    proc = run_cli("pretrain", "--recipe", "recipes/testbed-pretrain.yaml", "--out", str(target))
+    assert proc.returncode == 2 and "files p4q-export did not write" in _one_error_line(proc)
+    assert _contents(target) == {"thesis.tex": b"years"}
+
+
+def test_train_force_keeps_another_tools_checkpoint(tmp_path):
+    """checkpoint.pt is a common name: only one train wrote (its format tag) makes a folder a run."""
+    target = tmp_path / "other"
+    target.mkdir()
+    (target / "checkpoint.pt").write_bytes(b"another tool's weights")
+    (target / "metrics.json").write_text("{}")
+    before = _contents(target)
+    proc = run_cli("train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--set", "model=p4q-testbed", "--out", str(target), "--force")
+    assert proc.returncode == 2 and "files p4q-export did not write" in _one_error_line(proc)
+    assert _contents(target) == before
+
+
+def test_a_malformed_model_config_folder_is_one_line(tmp_path):
+    (tmp_path / "mine.json").write_text("{ not json")
+    proc = run_cli("eval", "mine", "--data", "fashion-mnist", env={"P4Q_MODEL_CONFIGS": str(tmp_path)})
+    assert proc.returncode == 2 and "is not a readable JSON model config" in _one_error_line(proc)

@@ -250,3 +250,16 @@ def _exact() -> ort.SessionOptions:
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_layers_with_a_forward_of_their_own_stay_floating_point():
+    """timm's Conv2dSame pads dynamically and StdConv2d standardizes its weight in forward: a
+    QuantConv2d would drop that, so neither is a candidate; nor a conv with reflect padding."""
+    from timm.layers import Conv2dSame, StdConv2d
+
+    from p4q_export.quant.plan import quantizable
+
+    assert quantizable(torch.nn.Conv2d(3, 8, 3)) and quantizable(torch.nn.Linear(4, 4))
+    assert not quantizable(Conv2dSame(3, 8, 3, stride=2))
+    assert not quantizable(StdConv2d(3, 8, 3))
+    assert not quantizable(torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"))

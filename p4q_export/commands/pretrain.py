@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..config import PretrainRecipe, load_recipe
+from ..outdir import check_out
 from ._common import DeviceOpt, JsonOpt, emit
 
 
@@ -26,6 +27,7 @@ def pretrain(
 
     r = load_recipe(recipe, set_, PretrainRecipe)
     out = out or testbed_dir(r)
+    check_out(out, "model", force=True)  # only a model pretrain wrote is ever replaced
     manifest, reused = cached_pretrain(r, out, force=force, device=resolve_device(device))
     result = {"out": str(out), "reused": reused, "seconds": manifest["seconds"], "accuracy": manifest["accuracy"]}
     emit(result, json_out, lambda d: f"{'reused' if reused else 'wrote'} {out}: zero-shot "

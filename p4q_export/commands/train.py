@@ -6,6 +6,7 @@ Resumes from RUN/checkpoint.pt when it exists (same command after an interruptio
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit, set_interrupt
 
 def _parse_seeds(text: str) -> list[int]:
     parts = text.replace(" ", "").split(",")
-    if not all(p.lstrip("-").isdigit() for p in parts):
+    if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
         raise UserError(f"--seeds expects integers joined by commas (e.g. 1,2,3), got '{text}'")
     return [int(p) for p in parts]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..manifest import file_sha256, read_json, write_json_atomic
+from ..manifest import file_sha256, read_json, replace_dir, write_json_atomic
 from ..outdir import check_out
 
 MANIFEST = "manifest.json"
@@ -56,13 +56,7 @@ def write_bundle(out: Path, write_files: Callable[[Path], dict], force: bool = F
         # mkdtemp/mkstemp create owner-only entries; a bundle is meant to be shared and copied.
         os.chmod(staging, 0o755)
         os.chmod(staging / MANIFEST, 0o644)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(staging, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -71,7 +71,7 @@ def tower_info(visual) -> dict:
     from ..quant import quant_layers
 
     info = dict(getattr(visual, "p4q_tower", {}) or {})
-    info["quantized_layers"] = [f"visual.{n}" for n in quant_layers(visual)]
+    info["quantized_layers"] = getattr(visual, "p4q_quantized", None) or [f"visual.{n}" for n in quant_layers(visual)]
     return info
 
 

@@ -236,7 +236,8 @@ def rebuild_reference(config: dict, state_dict: dict) -> DeployModel:
     model = DeployModel(clip.visual, head, adapter, norm, config.get("with_embedding", False))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
-        raise UserError(f"reference.pt does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(f"reference.pt does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+                        "a bundle of a convolutional tower exported before the tower families must be exported again")
     return model.eval()
 
 

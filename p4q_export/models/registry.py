@@ -3,6 +3,7 @@ an open_clip model directory: shared by loading and pretraining."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -28,5 +29,12 @@ def register_project_configs() -> None:
             continue
         if not Path(folder).is_dir():
             raise UserError(f"{MODEL_CONFIGS_ENV}: {folder} is not a folder of open_clip JSON model configs")
+        for path in sorted(Path(folder).glob("*.json")):  # open_clip would raise mid-scan, and on every later scan
+            try:
+                cfg = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{MODEL_CONFIGS_ENV}: {path} is not a readable JSON model config ({exc})") from None
+            if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
+                raise UserError(f"{MODEL_CONFIGS_ENV}: {path} lacks embed_dim, vision_cfg or text_cfg (open_clip's model config keys)")
         open_clip.add_model_config(folder)
         _registered.add(folder)

@@ -18,7 +18,7 @@ def hf_tokenizer_name(model_cfg: dict | None) -> str | None:
 
 def _how(hf_name: str) -> str:
     return (f"on a connected machine `huggingface-cli download {hf_name}` fills the Hugging Face cache, "
-            f"or set {HF_TOKENIZER_ENV}=DIR to a folder holding its tokenizer files")
+            f"or set {HF_TOKENIZER_ENV}=DIR to a folder holding this model's tokenizer files")
 
 
 def require_hf_tokenizer(model: str, model_cfg: dict | None) -> None:
@@ -42,7 +42,8 @@ def load_tokenizer(model: str, name_for_tokenizer: str, model_cfg: dict | None):
         if local:
             from open_clip.tokenizer import HFTokenizer
 
-            return HFTokenizer(local, context_length=text_cfg.get("context_length", 77), **(text_cfg.get("tokenizer_kwargs") or {}))
+            return HFTokenizer(local, context_length=text_cfg.get("context_length", 77), tokenizer_mode=text_cfg.get("tokenizer_mode"),
+                               **(text_cfg.get("tokenizer_kwargs") or {}))
         return open_clip.get_tokenizer(name_for_tokenizer)
     except Exception as exc:  # transformers / huggingface_hub raise many types when offline
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__

@@ -109,13 +109,14 @@ def quantize_clip(model: nn.Module, profile: QuantProfile, quantize_text: bool =
     from ..devices import module_device
 
     device = module_device(model)
-    make_attention_explicit(model)  # the text tower's blocks (the image tower's family does its own)
     prepare_image_tower(model.visual)
+    make_attention_explicit(model)  # the text tower's blocks (the image tower's family did its own)
     candidates = _candidates(model, profile, quantize_text)
     kept = resolve_keep_fp(candidates, keep_fp)
     for name in candidates:
         if name not in kept:
             _swap(model, name, profile)
+    model.visual.p4q_quantized = [n for n in candidates if n.startswith("visual.") and n not in kept]  # network order
     model.p4q_keep_fp = kept
     return model.to(device)  # the swapped-in layers and their quantizers start on the CPU
 
@@ -243,7 +244,8 @@ def load_quant_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise UserError(
             "calibration state does not match this quantized model "
             f"({len(missing)} missing, {len(unexpected)} unexpected entries; e.g. "
-            f"{min(missing or unexpected)}): was it saved with another profile or --quantize-text setting?"
+            f"{min(missing or unexpected)}): was it saved with another profile or --quantize-text setting, or by a "
+            "p4q-export older than the tower families (convolutions quantized since)? Then retrain it"
         )
     for name, q in quantizers.items():
         sub = {buf: state[f"{name}.{buf}"] for buf in QUANT_BUFFERS}

@@ -4,8 +4,8 @@ lint, `inspect` and the manifest.
 The tower is first put in its deployed form (family rewrites, reparameterization, BatchNorm
 folding: towers/ and reparam.py); then one traced forward lists every nn.Linear and nn.Conv2d it
 really calls, in call order. Layers the forward never reaches (a timm classifier left in place)
-are not candidates, and layers inside an nn.MultiheadAttention (which reads their weights
-directly) are not either. The first convolution called reads the image: it stays FP unless the
+are not candidates, nor layers inside an nn.MultiheadAttention (which reads their weights
+directly), nor subclasses with a forward of their own (`quantizable`). The first convolution called reads the image: it stays FP unless the
 profile quantizes the patch embedding (TensorRT runs a 3-channel INT8 conv poorly, and it is
 <1% of the work).
 """
@@ -39,6 +39,17 @@ def prepare_image_tower(visual: nn.Module) -> dict:
     return info
 
 
+def quantizable(layer: nn.Module) -> bool:
+    """An nn.Linear / nn.Conv2d that computes what the quantized layer computes: a subclass that
+    overrides forward (timm's Conv2dSame, StdConv2d: dynamic padding, weight standardization) or a
+    conv with non-zero padding mode would lose that, so it stays FP."""
+    for base in _LAYERS:
+        if isinstance(layer, base):
+            same = type(layer).forward is base.forward
+            return same and getattr(layer, "padding_mode", "zeros") == "zeros"
+    return False
+
+
 def _inside_mha(name: str, mha_names: list[str]) -> bool:
     return any(name.startswith(m + ".") for m in mha_names)
 
@@ -49,7 +60,7 @@ def called_layers(visual: nn.Module) -> list[str]:
     mha = [n for n, m in visual.named_modules() if isinstance(m, nn.MultiheadAttention)]
     order: list[str] = []
     hooks = [m.register_forward_pre_hook(lambda mod, args, n=name: order.append(n))
-             for name, m in visual.named_modules() if isinstance(m, _LAYERS) and name and not _inside_mha(name, mha)]
+             for name, m in visual.named_modules() if quantizable(m) and name and not _inside_mha(name, mha)]
     was_training = visual.training
     visual.eval()
     h, w = tower_image_size(visual)

@@ -21,7 +21,7 @@ import torch
 from ..deploy.trt_lint import COMPUTE_OPS, module_of
 
 TOLERANCE = 0.05  # of a quantization step: 250x the float disagreement measured on EVA02-B-16
-BATCH = 4  # every quantized layer's input is kept for a batch: ~70 MB per image on a ViT-B
+BATCH = 2  # every quantized layer's input is kept for a batch, twice: ~140 MB per image on a ViT-B
 
 
 def quantizer_taps(graph: onnx.ModelProto) -> dict[str, str]:
