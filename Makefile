@@ -46,7 +46,7 @@ bench-scale: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.scale $(BENCH_SCALE_ARGS)
 
 # The supported-tower matrix at full size (ViT-B-16, EVA02-B-16, MobileCLIP-B, MobileCLIP2-S0, RN50,
-# convnext_base): export, validate and ORT latency per family; ~25 min on 2 cores.
+# convnext_base): export, validate and ORT latency per family; ~10 min on 2 cores.
 bench-families: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.families
 
