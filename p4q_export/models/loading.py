@@ -80,10 +80,13 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
 
         spec = str(ensure_testbed(ALIASES[spec], device=str(device)))
     p = Path(spec)
+    arch, sep, _ = spec.partition(":")
+    # NAME:FILE (`ViT-B-32-quickgelu:/path/openai.pt`) names an architecture, even though it ends in .pt
+    named = bool(sep) and arch in open_clip.list_models()
     name_for_tokenizer: str
     extra: dict = {}
     try:
-        if p.is_dir():
+        if p.is_dir() and not named:
             cfg = _read_dir_config(p)
             weights = p / WEIGHTS_FILE
             if weights.exists():
@@ -92,7 +95,7 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
             name = cfg.get("model_name", p.name)
             model_cfg = cfg["model_cfg"]
             name_for_tokenizer = f"local-dir:{p}"
-        elif p.suffix in (".pt", ".pth", ".bin", ".safetensors") or p.exists():
+        elif not named and (p.suffix in (".pt", ".pth", ".bin", ".safetensors") or p.exists()):
             if not p.is_file():
                 raise UserError(f"model checkpoint not found: {p}")
             cfg = _read_dir_config(p.parent)
