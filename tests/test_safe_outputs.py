@@ -177,3 +177,26 @@ def test_a_malformed_model_config_folder_is_one_line(tmp_path):
     (tmp_path / "mine.json").write_text("{ not json")
     proc = run_cli("eval", "mine", "--data", "fashion-mnist", env={"P4Q_MODEL_CONFIGS": str(tmp_path)})
     assert proc.returncode == 2 and "is not a readable JSON model config" in _one_error_line(proc)
+
+
+@pytest.mark.parametrize("command", ["predict", "validate", "eval", "bench"])
+def test_an_edited_manifest_is_refused_with_the_field_that_changed(random_testbed_bundle, tmp_path, command):
+    """A class renamed in manifest.json (still valid JSON): every command that uses the bundle
+    refuses it before printing anything from it."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(random_testbed_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["classnames"][0] = "something else"
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    image = REPO / "docs" / "glyphs-contact-sheet.png"
+    args = {"predict": ["predict", str(bundle), str(image)],
+            "validate": ["validate", str(bundle), "--data", "fashion-mnist", "--limit", "8"],
+            "eval": ["eval", str(bundle), "--data", "fashion-mnist", "--limit", "8"],
+            "bench": ["bench", str(bundle), "--batch", "1", "--iterations", "1"]}[command]
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert _one_error_line(proc) == (f"error: bundle {bundle}: manifest.json was edited after export (field 'classnames' changed); "
+                                     "export it again")
+    assert proc.stdout == ""

@@ -52,7 +52,7 @@ def write_bundle(out: Path, write_files: Callable[[Path], dict], force: bool = F
     try:
         manifest = write_files(staging)
         manifest["files"] = hash_files(staging)
-        write_json_atomic(staging / MANIFEST, manifest)
+        write_json_atomic(staging / MANIFEST, seal(manifest))
         # mkdtemp/mkstemp create owner-only entries; a bundle is meant to be shared and copied.
         os.chmod(staging, 0o755)
         os.chmod(staging / MANIFEST, 0o644)
@@ -144,6 +144,38 @@ class Bundle:
         return TensorPreprocess(image_size=int(p["image_size"]), mean=tuple(p["mean"]), std=tuple(p["std"]), interpolation=p.get("interpolation", "bicubic"))
 
 
+INTEGRITY = "integrity"
+
+
+def _field_hash(value) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(manifest: dict) -> dict:
+    """The manifest with `integrity`: the SHA-256 of each of its fields (canonical JSON), so an edit
+    is caught, and named, before any command trusts it. Call it on every write."""
+    manifest.pop(INTEGRITY, None)
+    manifest[INTEGRITY] = {key: _field_hash(value) for key, value in manifest.items()}
+    return manifest
+
+
+def verify_manifest(path: Path, manifest: dict) -> None:
+    """Refuse a manifest edited after export (bundles from before the seal carry none: accepted)."""
+    sealed = manifest.get(INTEGRITY)
+    if sealed is None:
+        return
+    fields = {k: v for k, v in manifest.items() if k != INTEGRITY}
+    if not isinstance(sealed, dict):
+        raise UserError(f"bundle {path}: {MANIFEST} was edited after export (its integrity block is damaged); export it again")
+    changed = sorted(k for k in set(sealed) | set(fields) if k not in fields or sealed.get(k) != _field_hash(fields[k]))
+    if changed:
+        raise UserError(f"bundle {path}: {MANIFEST} was edited after export (field {', '.join(repr(k) for k in changed)} "
+                        "changed); export it again")
+
+
 def verify_files(path: Path, manifest: dict) -> None:
     listed = manifest.get("files")
     if not isinstance(listed, dict) or ONNX_FILE not in listed:
@@ -165,6 +197,7 @@ def load_bundle(path: Path | str, verify: bool = True) -> Bundle:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{mpath} is not a {FORMAT} manifest")
     if verify:
+        verify_manifest(path, manifest)
         verify_files(path, manifest)
     return Bundle(path=path, manifest=manifest)
 

@@ -144,7 +144,9 @@ def record_engine(bundle_dir: Path, entry: dict) -> dict:
     manifest["engines"] = engines
     manifest.setdefault("files", {})[entry["path"]] = {"sha256": entry["sha256"], "bytes": entry["bytes"]}
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json_atomic(bundle_dir / "manifest.json", manifest)
+    from ..deploy.bundle import seal
+
+    write_json_atomic(bundle_dir / "manifest.json", seal(manifest))
     return manifest
 
 
