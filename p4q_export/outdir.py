@@ -27,19 +27,19 @@ def _json(path: Path) -> dict:
 
 def _ours(checkpoint: Path) -> bool:
     """A checkpoint.pt that train wrote (its format tag), not another tool's file of that name."""
+    from .p4q.checkpoint import load_checkpoint
+
     try:
-        import torch
-
-        from .p4q.checkpoint import CHECKPOINT_FORMAT
-
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception:
+        load_checkpoint(checkpoint)
+    except UserError:
         return False
-    return isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT
+    return True
 
 
 def _is_run(path: Path) -> bool:
-    if _json(path / "run.json").get("kind") == "p4q-export/run":
+    from .p4q.outputs import RUN_KIND
+
+    if _json(path / "run.json").get("kind") == RUN_KIND:
         return True
     # a run interrupted before its first seed finished: its checkpoint, or only its calibration list
     if (path / "checkpoint.pt").is_file() and _ours(path / "checkpoint.pt"):
@@ -78,11 +78,11 @@ def check_out(out: Path, kind: str, force: bool = False, inputs: tuple = (), res
         if src and Path(src).exists() and _overlaps(resolved, Path(src).resolve()):
             raise UserError(f"--out {out} is, contains or lies inside the input {src}: write the {kind} to another folder")
     if not out.is_dir() or not any(out.iterdir()):
-        _check_writable(out, kind)
+        check_writable(out, kind)
         return
     found = artifact_kind(out)
     if found == kind and (force or resumable):
-        _check_writable(out, kind)
+        check_writable(out, kind)
         return
     held = f"a p4q-export {found}" if found else "files p4q-export did not write"
     if found != kind:
@@ -91,7 +91,7 @@ def check_out(out: Path, kind: str, force: bool = False, inputs: tuple = (), res
     raise UserError(f"--out {out} already holds a {kind} (pass --force to replace it)")
 
 
-def _check_writable(out: Path, kind: str) -> None:
+def check_writable(out: Path, kind: str) -> None:
     """The artifact is staged beside OUT and renamed into place: OUT's nearest existing parent
     (and OUT itself when it exists) must be writable."""
     parent = next((p for p in out.absolute().parents if p.exists()), Path("/"))

@@ -200,3 +200,27 @@ def test_an_edited_manifest_is_refused_with_the_field_that_changed(random_testbe
     assert _one_error_line(proc) == (f"error: bundle {bundle}: manifest.json was edited after export (field 'classnames' changed); "
                                      "export it again")
     assert proc.stdout == ""
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only filesystem (root ignores permission bits, so a read-only mount it is)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    yield ro
+    subprocess.run(["umount", str(ro)], check=False)
+
+
+@pytest.mark.parametrize("command", ["export", "train", "pretrain", "bench"])
+def test_a_read_only_out_is_one_line_before_any_work(read_only_dir, random_testbed_bundle, command):
+    out = str(read_only_dir / "out")
+    args = {"export": ["export", "p4q-testbed", "--data", "fashion-mnist", "--out", out],
+            "train": ["train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--set", "model=p4q-testbed", "--out", out],
+            "pretrain": ["pretrain", "--recipe", "recipes/testbed-pretrain.yaml", "--out", out],
+            "bench": ["bench", str(random_testbed_bundle), "--batch", "1", "--iterations", "1", "--out", out]}[command]
+    what = {"export": "bundle", "train": "run", "pretrain": "model", "bench": "benchmark report"}[command]
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: cannot write the {what} to {out}: {read_only_dir} is not writable"]

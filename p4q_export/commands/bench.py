@@ -34,9 +34,12 @@ def bench(
     """Benchmark every backend/precision available: p50/p90/p99 latency and throughput per batch."""
     from ..bench.report import markdown_table, write_report
     from ..bench.run import BenchRequest, parse_backends, parse_batches, run_bench
+    from ..outdir import check_writable
 
     batches = parse_batches(batch)
     parse_backends(backends)  # reject typos before any ssh or model work
+    report_dir = Path(out or Path(bundle) / "bench")
+    check_writable(report_dir, "benchmark report")  # before the benchmark runs, not after
     if host:
         from ..bench.remote import SshTarget, remote_bench
 
@@ -48,7 +51,7 @@ def bench(
         report = run_bench(BenchRequest(bundle=bundle, device=device, batches=batches, iterations=iterations, warmup=warmup,
                                         backends=parse_backends(backends), threads=threads, build_engines=build_engines,
                                         include_copy=include_copy))
-    report["report_files"] = write_report(report, out or bundle / "bench")
+    report["report_files"] = write_report(report, report_dir)
     table = markdown_table(report)
     print(table, file=sys.stderr)
     emit(report, json_out, lambda r: table)

@@ -4,6 +4,8 @@ leaves nothing; hashes are verified before anything in a bundle is loaded."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -148,9 +150,6 @@ INTEGRITY = "integrity"
 
 
 def _field_hash(value) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

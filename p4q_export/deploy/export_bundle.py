@@ -66,13 +66,9 @@ def _quantized_modules(folded: FoldedModel) -> set[str]:
 
 
 def tower_info(visual) -> dict:
-    """The image tower as it was quantized: family, deployed-form changes, the quantized layers
-    (full names, network order) and the FP stem."""
-    from ..quant import quant_layers
-
-    info = dict(getattr(visual, "p4q_tower", {}) or {})
-    info["quantized_layers"] = getattr(visual, "p4q_quantized", None) or [f"visual.{n}" for n in quant_layers(visual)]
-    return info
+    """The image tower as quantize_clip left it: family, deployed-form changes and the quantized
+    layers (full names, network order)."""
+    return {**visual.p4q_tower, "quantized_layers": list(visual.p4q_quantized)}
 
 
 def _write_graphs(model, precision: str, staging: Path, report, quantized: set[str], started: float) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
+from .qdq import exact_session
 from .trt_lint import COMPUTE_OPS
 
 
@@ -39,15 +40,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
 
 def _run_shapes(model: onnx.ModelProto, names: set[str]) -> dict[str, list[int]]:
     """Run the batch-1 graph on zeros with `names` as extra outputs (exact Q/DQ arithmetic)."""
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(names - have))
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.disable_quant_qdq", "1")
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = exact_session(model, names)
     inp = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in inp.shape]
     dtype = np.uint8 if "uint8" in inp.type else (np.float16 if "float16" in inp.type else np.float32)

@@ -1,5 +1,6 @@
 """Graph surgery on QDQ models: `strip_qdq` gives the FP32 twin of an exported graph so benchmarks
-time ORT FP32 on exactly the same network (same ops, same weights, no quantization)."""
+time ORT FP32 on exactly the same network (same ops, same weights, no quantization);
+`exact_session` runs a graph with exact Q/DQ arithmetic and inner tensors as extra outputs."""
 
 from __future__ import annotations
 
@@ -65,3 +66,18 @@ def strip_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     del g.initializer[:]
     g.initializer.extend(keep_inits)
     return out
+
+
+def exact_session(model: onnx.ModelProto, extra_outputs=()):
+    """An ONNX Runtime CPU session on a copy of `model` that computes every Q/DQ as written
+    (`session.disable_quant_qdq`) and also returns the tensors named in `extra_outputs`."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(set(extra_outputs) - have))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.disable_quant_qdq", "1")
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])

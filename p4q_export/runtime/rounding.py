@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 
+from ..deploy.qdq import exact_session
 from ..deploy.trt_lint import COMPUTE_OPS, module_of
 
 TOLERANCE = 0.05  # of a quantization step: 250x the float disagreement measured on EVA02-B-16
@@ -38,19 +39,6 @@ def quantizer_taps(graph: onnx.ModelProto) -> dict[str, str]:
     return taps
 
 
-def _session(graph: onnx.ModelProto, extra: list[str]):
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(graph)
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra if n not in have)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.disable_quant_qdq", "1")
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def aligned_reference(graph_path, module: torch.nn.Module, batches) -> tuple[dict[str, np.ndarray], dict]:
     """The reference's outputs (by name) on `batches` (bundle inputs, numpy) with ORT's rounding,
     and over all quantized inputs: `rounding_flips_fraction` (within tolerance, but rounded to
@@ -61,7 +49,7 @@ def aligned_reference(graph_path, module: torch.nn.Module, batches) -> tuple[dic
     graph = onnx.load(str(graph_path))
     taps = quantizer_taps(graph)
     layers = {name: layer for name, layer in quant_layers(module).items() if name in taps}
-    session = _session(graph, [taps[n] for n in layers])
+    session = exact_session(graph, [taps[n] for n in layers])
     names = [o.name for o in session.get_outputs()]
     device = next(module.parameters()).device
     current: dict[str, torch.Tensor] = {}
