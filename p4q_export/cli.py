@@ -34,8 +34,16 @@ app = typer.Typer(
 def _root(
     json_out: Annotated[bool, typer.Option("--json", help="Every command prints one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+    max_image_pixels: Annotated[int | None, typer.Option(
+        "--max-image-pixels", min=0, metavar="N",
+        help="Refuse image files of more than N pixels before decoding them, a guard against decompression "
+             "bombs (default 89,478,485, Pillow's; 0 = no limit). Also P4Q_MAX_IMAGE_PIXELS.")] = None,
 ) -> None:
     _common.set_global_json(json_out)
+    if max_image_pixels is not None:
+        from .data.images import PIXEL_LIMIT_ENV
+
+        os.environ[PIXEL_LIMIT_ENV] = str(max_image_pixels)  # data-loading workers inherit it
     logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 

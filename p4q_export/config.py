@@ -162,13 +162,25 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None, cls: type[
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
             raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if loaded is None:
-            loaded = {}
+        if loaded is None or loaded == {}:
+            # most likely the wrong file, or one saved before it was written: never train on it silently
+            raise UserError(f"recipe {p} is empty: it sets nothing (leave --recipe out to use the defaults)")
         if not isinstance(loaded, dict):
             raise UserError(f"recipe {p} must be a mapping of key: value")
         values.update(loaded)
     values.update(parse_overrides(overrides))
-    return build_recipe(cls, values, source=str(path) if path else "--set")
+    recipe = build_recipe(cls, values, source=str(path) if path else "--set")
+    if path is not None and _all_defaults(cls, recipe, loaded):
+        from .progress import log
+
+        log(f"note: recipe {path} sets only default values ({', '.join(sorted(loaded))}): this is the default recipe")
+    return recipe
+
+
+def _all_defaults(cls, recipe, loaded: dict) -> bool:
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.default is not dataclasses.MISSING}
+    return all(k in defaults and getattr(recipe, k) == defaults[k] for k in loaded)
 
 
 def recipe_dict(recipe: Any) -> dict[str, Any]:

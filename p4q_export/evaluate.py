@@ -122,7 +122,7 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> tuple[dict, float
     feats = encode_images(model, batches, desc=f"eval {test.name}", amp=req.amp)
     acc = topk_accuracy(feats @ classifier.T, torch.from_numpy(test.labels))
     seconds = time.perf_counter() - t0
-    out = {**acc.as_dict(), "backend": "torch", "mode": mode, "target": req.target, "data": req.data}
+    out = {**acc.as_dict(), "backend": "torch", "mode": mode, "target": req.target, "data": req.data, "split": test.split_name}
     if info:
         out["quantization"] = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, dict, list))}
     return out, seconds
@@ -138,4 +138,5 @@ def _evaluate_run(run_dir: Path, req: EvalRequest, device: torch.device) -> tupl
     logits = run.logits(image_batches(test, run.loaded.preprocess, req.batch_size, device, workers=req.workers))
     acc = topk_accuracy(logits, torch.from_numpy(test.labels))
     seconds = time.perf_counter() - t0
-    return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data}, seconds
+    return {**acc.as_dict(), "backend": "torch", "mode": "trained", "target": str(run_dir), "data": data,
+            "split": test.split_name}, seconds

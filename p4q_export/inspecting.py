@@ -16,7 +16,7 @@ import torch
 
 from .errors import UserError
 from .evaluate import QuantTarget, ptq_of
-from .progress import log
+from .progress import log, pct
 
 
 @dataclass
@@ -148,7 +148,7 @@ def inspect_layers(req: InspectRequest) -> dict:
         by_sqnr = sorted(names, key=lambda n: rows[names.index(n)]["sqnr_db"])
         measured = by_sqnr[: req.accuracy_top] if req.accuracy_top else names
         measured = [n for n in names if n in set(measured)]  # network order
-        log(f"top-1 on {len(test)} test images: quantized {quant_top1:.4f}, FP {fp_top1:.4f}; "
+        log(f"top-1 on {len(test)} test images: quantized {pct(quant_top1)}, FP {pct(fp_top1)}; "
             f"keeping each of {len(measured)} layers FP in turn")
         keep = qi.layer_effects(model, measured, score, "keep_fp")
         alone = qi.layer_effects(model, measured, score, "alone") if req.alone else {}

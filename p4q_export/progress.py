@@ -1,23 +1,54 @@
-"""Progress bars on stderr (rich), silent when stderr is not a terminal-friendly place."""
+"""Progress on stderr: rich bars on a terminal, plain timed lines in a log; and the number format of
+every human summary."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def _enabled() -> bool:
-    return os.environ.get("P4Q_NO_PROGRESS", "") == "" and sys.stderr.isatty()
+PLAIN_EVERY_S = 10.0  # without a terminal: a progress line this often, and none for shorter loops
 
 
 def progress_iter(items: Iterable[T], desc: str = "", total: int | None = None) -> Iterable[T]:
-    if not _enabled():
+    """`items`, with a bar on a terminal's stderr, or a plain line every PLAIN_EVERY_S seconds when
+    stderr is a log file or a pipe (CI, nohup, a scheduler), so a long step never looks hung.
+    P4Q_NO_PROGRESS=1 silences both."""
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    if os.environ.get("P4Q_NO_PROGRESS", "") != "":
         yield from items
-        return
+    elif not sys.stderr.isatty():
+        yield from _plain(items, desc, total)
+    else:
+        yield from _bar(items, desc, total)
+
+
+def _plain(items: Iterable[T], desc: str, total: int | None) -> Iterable[T]:
+    start = last = time.monotonic()
+    n = 0
+    for item in items:
+        yield item
+        n += 1
+        now = time.monotonic()
+        if now - last >= PLAIN_EVERY_S:
+            last = now
+            done = now - start
+            left = f", about {done / n * (total - n):.0f}s left" if total else ""
+            log(f"{desc}: {n}/{total if total else '?'} after {done:.0f}s{left}")
+    if last > start:  # said something on the way: say it finished
+        log(f"{desc}: {n}/{total if total else n} done in {time.monotonic() - start:.0f}s")
+
+
+def _bar(items: Iterable[T], desc: str, total: int | None) -> Iterable[T]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -28,11 +59,6 @@ def progress_iter(items: Iterable[T], desc: str = "", total: int | None = None) 
         TimeRemainingColumn,
     )
 
-    if total is None:
-        try:
-            total = len(items)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(desc, total=total)
@@ -44,3 +70,8 @@ def progress_iter(items: Iterable[T], desc: str = "", total: int | None = None) 
 def log(msg: str) -> None:
     """Human-readable status on stderr (stdout is reserved for --json)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def pct(fraction: float | None) -> str:
+    """An accuracy or agreement as every command prints it: 96.00%."""
+    return "n/a" if fraction is None else f"{100 * fraction:.2f}%"

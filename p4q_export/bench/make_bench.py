@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..models.testbed import cache_root
+from ..progress import pct
 from .report import markdown_table, speedups, write_report
 from .run import BenchRequest, parse_batches, run_bench
 
@@ -65,7 +66,7 @@ def validation_line(bundle: Path, limit: int) -> str:
 
     r = validate_bundle(bundle, backend="ort", limit=limit)
     line = (f"validation, ORT INT8 (fast) vs torch on {r['n']} images: {r['compared']} cosine min {r['cosine_min']:.6f} "
-            f"(bar {r['thresholds']['cosine_min']}), top-1 agreement {r['top1_agreement']:.4f} "
+            f"(bar {r['thresholds']['cosine_min']}), top-1 agreement {pct(r['top1_agreement'])} "
             f"(bar {r['thresholds']['top1_agreement_min']}; {r['ties']} ties left out) {'PASS' if r['passed'] else 'FAIL'}")
     return line
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..progress import log
 from ._common import JsonOpt, emit
 
 
@@ -52,6 +52,5 @@ def bench(
                                         backends=parse_backends(backends), threads=threads, build_engines=build_engines,
                                         include_copy=include_copy))
     report["report_files"] = write_report(report, report_dir)
-    table = markdown_table(report)
-    print(table, file=sys.stderr)
-    emit(report, json_out, lambda r: table)
+    emit(report, json_out, markdown_table)
+    log("wrote " + ", ".join(report["report_files"].values()))

@@ -42,5 +42,11 @@ def eval_command(
             device=device, workers=workers, amp=amp, batch_size=batch_size, keep_fp=keep_fp or None, prompts=prompts,
         )
     )
-    emit(result, json_out, lambda r: f"{r.get('mode', 'eval')} on {r.get('data')}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (n={r['n']}, {r['backend']}"
-         + (f" on {r['device']}, {r['images_per_s']} img/s" if r.get("device") else "") + ")")
+    emit(result, json_out, _human)
+
+
+def _human(r: dict) -> str:
+    # percentages, as `train` prints them
+    where = f" on {r['device']}, {r['images_per_s']} img/s" if r.get("device") else ""
+    return (f"{r.get('mode', 'eval')}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}% on {r['n']} "
+            f"{r.get('split', 'test')} images of {r.get('data')} ({r['backend']}{where})")

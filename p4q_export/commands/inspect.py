@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..config import CALIB_IMAGES
+from ..progress import log, pct
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
@@ -19,7 +20,7 @@ def _table(report: dict, top: int) -> str:
     acc = "top1_quantized" in report
     lines = []
     if acc:
-        lines.append(f"top-1 on {report['n_eval_images']} test images: FP {report['top1_fp']:.4f}, quantized {report['top1_quantized']:.4f}")
+        lines.append(f"top-1 on {report['n_eval_images']} test images: FP {pct(report['top1_fp'])}, quantized {pct(report['top1_quantized'])}")
     head = f"{'rank':>4}  {'layer':<44} {'tower':<5} {'SQNR dB':>8} {'cosine':>8} {'max|x|':>8} {'p99.9':>8} {'max/p99.9':>9} {'ch spread':>9}"
     lines.append(head + ("  keep-FP gain" if acc else ""))
     rows = rank(report["layers"])
@@ -35,7 +36,7 @@ def _table(report: dict, top: int) -> str:
     s = report.get("suggest")
     if s:
         for st in s["steps"]:
-            lines.append(f"keep {st['layer']} FP -> top-1 {st['top1']:.4f}")
+            lines.append(f"keep {st['layer']} FP -> top-1 {pct(st['top1'])}")
         if s["keep_fp"]:
             frac = s["recovered_fraction"]
             lines.append(("n/a (no drop)" if frac is None else f"recovers {100 * frac:.0f}% of the drop") + " on this sample; recipe line:")
@@ -71,7 +72,11 @@ def inspect(
 ) -> None:
     """Rank the quantized layers by the harm they do (SQNR, activation ranges, top-1 when kept FP)."""
     from ..inspecting import InspectRequest, inspect_layers, write_plot
+    from ..manifest import write_json_atomic
+    from ..outdir import check_writable
 
+    if out is not None:
+        check_writable(out.parent, "inspect report")  # before minutes of measuring, not after
     report = inspect_layers(InspectRequest(
         target=target, data=data, quant=quant, bits=bits, quantize_text=quantize_text, act_observer=act_observer,
         weight_observer=weight_observer, calib_images=calib_images, stats_images=stats_images, limit=limit,
@@ -80,6 +85,6 @@ def inspect(
     ))
     if out is not None:
         report["plot"] = str(write_plot(report, out.with_suffix(".png")))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        write_json_atomic(out, json.loads(json.dumps(report, default=str)))
+        log(f"wrote {out} and {report['plot']}")
     emit(report, json_out, lambda r: _table(r, top))

@@ -9,6 +9,7 @@ import typer
 
 from ..config import PretrainRecipe, load_recipe
 from ..outdir import check_out
+from ..progress import pct
 from ._common import DeviceOpt, JsonOpt, emit
 
 
@@ -31,4 +32,4 @@ def pretrain(
     manifest, reused = cached_pretrain(r, out, force=force, device=resolve_device(device))
     result = {"out": str(out), "reused": reused, "seconds": manifest["seconds"], "accuracy": manifest["accuracy"]}
     emit(result, json_out, lambda d: f"{'reused' if reused else 'wrote'} {out}: zero-shot "
-         + ", ".join(f"{k} top-1 {v['top1']:.4f}" for k, v in d["accuracy"].items()))
+         + ", ".join(f"{k} top-1 {pct(v['top1'])}" for k, v in d["accuracy"].items()))

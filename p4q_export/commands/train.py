@@ -14,6 +14,7 @@ import typer
 
 from ..config import TrainRecipe, load_recipe
 from ..errors import UserError
+from ..progress import pct
 from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit, set_interrupt_note
 
 
@@ -26,10 +27,6 @@ def _parse_seeds(text: str) -> list[int]:
 
 def _human(d: dict) -> str:
     acc = d["accuracy"]
-
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.2f}%"
-
     trained = f"{d['trained_mean_std']}%" if "trained_mean_std" in d else pct(acc.get("trained"))
     return (f"{d['method']}: trained top-1 {trained} (FP zero-shot {pct(acc.get('fp_zeroshot'))}, "
             f"PTQ zero-shot {pct(acc.get('ptq_zeroshot'))}) on {d['n_eval']} {d['eval_split']} images, "

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import CheckFailed
+from ..progress import log, pct
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
@@ -39,12 +40,14 @@ def validate(
                         precision=precision)
     emit(r, json_out, lambda d: f"{'PASSED' if d['passed'] else 'FAILED'} {d['backend']} {d['precision']} vs torch on {d['n']} images: "
          f"{d['compared']} cosine min {d['cosine_min']:.6f} mean {d['cosine_mean']:.6f}, "
-         f"top-1 agreement {d['top1_agreement']:.4f} ({d['ties']} ties left out; {d['top1_agreement_all']:.4f} on all), "
-         f"max |diff| {d['max_abs_diff']:.4g}; top-1 {d['accuracy'][d['backend']]['top1']:.4f} vs torch {d['accuracy']['torch']['top1']:.4f}")
+         f"top-1 agreement {pct(d['top1_agreement'])} ({d['ties']} ties left out; {pct(d['top1_agreement_all'])} on all), "
+         f"max |diff| {d['max_abs_diff']:.4g}; top-1 {pct(d['accuracy'][d['backend']]['top1'])} vs torch {pct(d['accuracy']['torch']['top1'])}")
+    if r.get("report_file"):
+        log(f"wrote {r['report_file']}")
     if not r["passed"]:
         t = r["thresholds"]
         raise CheckFailed(f"{r['backend']} does not match the reference: {r['compared']} cosine_min {r['cosine_min']:.6f} (need {t['cosine_min']}), "
-                          f"top1_agreement {r['top1_agreement']:.4f} (need {t['top1_agreement_min']})")
+                          f"top-1 agreement {pct(r['top1_agreement'])} (need {pct(t['top1_agreement_min'])})")
 
 
 def _resolve_backend(backend: str, ort_mode: str, UserError) -> str:

@@ -1,7 +1,7 @@
 """One class-name resolver for every command that loads a folder dataset (train, eval, export,
 validate), so a run, its bundle and the data it is validated on always agree on the names.
 
-Order: the dataset's `classnames.txt`, then open_clip's ImageNet names when every class key is a
+Order: the dataset's `classnames.txt` (one line per class folder, no more, no fewer), then open_clip's ImageNet names when every class key is a
 WordNet id of ImageNet-1k (any subset of the 1000), else the key with underscores as spaces."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..errors import UserError
 
 CLASSNAMES_FILE = "classnames.txt"
 SOURCE_FILE = "classnames.txt"
@@ -22,7 +24,7 @@ _WNID = re.compile(r"n\d{8}")
 @dataclass(frozen=True)
 class ResolvedClassnames:
     names: list[str]
-    source: str  # SOURCE_FILE, SOURCE_IMAGENET, the caller's fallback, or "classnames.txt+<other>"
+    source: str  # SOURCE_FILE, SOURCE_IMAGENET or the caller's fallback
 
 
 def read_classnames_txt(path: Path) -> dict[str, str]:
@@ -63,20 +65,28 @@ def imagenet_wnid_names() -> dict[str, str]:
 def resolve_classnames(keys: list[str], root: Path | str | None = None,
                        fallback_source: str = SOURCE_FOLDERS) -> ResolvedClassnames:
     """Readable names for class `keys` (folder names, in label order). `root` is where a
-    `classnames.txt` may sit; keys it does not name get the next rule's name."""
+    `classnames.txt` may sit: it must name exactly those folders, since a line for a folder that
+    does not exist, or a folder left out, is a list that was written for other data."""
     names_file = Path(root) / CLASSNAMES_FILE if root is not None else None
-    mapping = read_classnames_txt(names_file) if names_file is not None and names_file.is_file() else {}
+    if names_file is not None and names_file.is_file():
+        mapping = read_classnames_txt(names_file)
+        _check_matches(mapping, keys, names_file)
+        return ResolvedClassnames([mapping[k] for k in keys], SOURCE_FILE)
     imagenet = imagenet_wnid_names() if keys and all(is_wnid(k) for k in keys) else {}
     if imagenet and all(k in imagenet for k in keys):
-        base, base_source = [imagenet[k] for k in keys], SOURCE_IMAGENET
-    else:  # a mix, or wnid-shaped ids outside ImageNet-1k: today's folder names
-        base, base_source = [k.replace("_", " ") for k in keys], fallback_source
-    covered = [k in mapping for k in keys]
-    names = [mapping[k] if c else b for k, c, b in zip(keys, covered, base)]
-    if all(covered):
-        source = SOURCE_FILE
-    elif any(covered):
-        source = f"{SOURCE_FILE}+{base_source}"
-    else:
-        source = base_source
-    return ResolvedClassnames(names, source)
+        return ResolvedClassnames([imagenet[k] for k in keys], SOURCE_IMAGENET)
+    # a mix, or wnid-shaped ids outside ImageNet-1k: the folder names
+    return ResolvedClassnames([k.replace("_", " ") for k in keys], fallback_source)
+
+
+def _check_matches(mapping: dict[str, str], keys: list[str], names_file: Path) -> None:
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+    unknown = [k for k in mapping if k not in set(keys)]
+    missing = [k for k in keys if k not in mapping]
+    problems = ([f"names {len(unknown)} folder(s) that do not exist ({few(unknown)})"] if unknown else []) + \
+               ([f"leaves out {len(missing)} class folder(s) ({few(missing)})"] if missing else [])
+    if problems:
+        raise UserError(f"{names_file} does not match the class folders: it {' and '.join(problems)}; "
+                        "give one line per class folder (`folder` alone keeps the folder's name)")

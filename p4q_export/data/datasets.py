@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import UserError
 from .classnames import resolve_classnames
+from .images import open_image
 
 FASHION_MNIST_DIR = Path(os.environ.get("P4Q_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = [
@@ -55,6 +56,11 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def split_name(self) -> str:
+        """What the user calls this split: `val` for an image folder's val/, else the split."""
+        return str(self.meta.get("split_dir", self.split))
+
     def pil(self, i: int) -> Image.Image:
         """Image i as RGB (grayscale is replicated to three channels)."""
         if self.arrays is not None:
@@ -80,20 +86,6 @@ class ImageDataset:
             return hashlib.sha256(np.ascontiguousarray(self.arrays[i]).tobytes()).hexdigest()
         assert self.files is not None
         return hashlib.sha256(Path(self.files[i]).read_bytes()).hexdigest()
-
-
-def open_image(path: Path | str) -> Image.Image:
-    p = Path(path)
-    if p.exists() and not p.is_file():
-        raise UserError(f"not an image file: {p} (a {'directory' if p.is_dir() else 'device or special file'})")
-    if not p.is_file():
-        raise UserError(f"image not found: {p}")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"not a readable image: {p} ({type(exc).__name__})") from None
 
 
 def parse_spec(spec: str) -> DatasetSpec:
@@ -256,12 +248,30 @@ def imagefolder_split_dir(root: Path, split: str) -> Path:
     return test
 
 
+def _check_same_classes(root: Path, base: Path, keys: list[str]) -> None:
+    """Labels are positions in the sorted folder list: train/ and val/ with different class folders
+    would give one class's images another's label."""
+    other = root / "train" if base != root / "train" else (next((root / d for d in ("test", "val") if (root / d).is_dir()), None))
+    if other is None or not other.is_dir() or other == base:
+        return
+    theirs = {p.name for p in other.iterdir() if p.is_dir()}
+    only_here, only_there = sorted(set(keys) - theirs), sorted(theirs - set(keys))
+    if only_here or only_there:
+        def few(items):
+            return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+        parts = ([f"only in {base.name}/: {few(only_here)}"] if only_here else []) + \
+                ([f"only in {other.name}/: {few(only_there)}"] if only_there else [])
+        raise UserError(f"imagefolder:{root}: {base.name}/ and {other.name}/ have different class folders "
+                        f"({'; '.join(parts)}); both splits need the same classes")
+
+
 def _load_imagefolder(spec: DatasetSpec, split: str) -> ImageDataset:
     root = Path(spec.path)  # type: ignore[arg-type]
     base = imagefolder_split_dir(root, split)
     folders = sorted(p for p in base.iterdir() if p.is_dir())
     if not folders:
         raise UserError(f"no class folders in {base}")
+    _check_same_classes(root, base, [f.name for f in folders])
     resolved = resolve_classnames([f.name for f in folders], root)
     files, labels = [], []
     for label, folder in enumerate(folders):
@@ -278,7 +288,7 @@ def _load_imagefolder(spec: DatasetSpec, split: str) -> ImageDataset:
         classnames=resolved.names,
         ids=[str(f.relative_to(root)) for f in files],
         files=files,
-        meta={"classnames_source": resolved.source},
+        meta={"classnames_source": resolved.source, "split_dir": base.name if base != root else split},
     )
 
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import UserError
 from .datasets import ImageDataset
 from .preprocess import TensorPreprocess, pil_to_uint8_nchw, to_uint8_nchw
 
@@ -35,9 +36,20 @@ class _DecodedFiles(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        (image,) = pil_to_uint8_nchw([self.ds.pil(int(self.indices[i]))])
+    def __getitem__(self, i: int) -> torch.Tensor | str:
+        try:
+            pil = self.ds.pil(int(self.indices[i]))
+        except UserError as exc:
+            # a worker's exception reaches the main process wrapped in its traceback: hand the
+            # message back as data instead, and the main process raises it as one line
+            return str(exc)
+        (image,) = pil_to_uint8_nchw([pil])
         return self.prep.resize_crop(image.unsqueeze(0))[0]
+
+
+def _collate(items: list) -> torch.Tensor | str:
+    bad = next((x for x in items if isinstance(x, str)), None)
+    return bad if bad is not None else default_collate(items)
 
 
 def _quiet_worker(_worker_id: int) -> None:
@@ -60,8 +72,12 @@ def uint8_batches(ds: ImageDataset, prep: TensorPreprocess, batch_size: int, ind
     workers = min(workers, max(1, -(-len(idx) // batch_size)))  # no idle processes for a few batches
     loader = DataLoader(_DecodedFiles(ds, prep, idx), batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if workers else None, worker_init_fn=_quiet_worker if workers else None)
-    yield from loader
+                        prefetch_factor=2 if workers else None, worker_init_fn=_quiet_worker if workers else None,
+                        collate_fn=_collate)
+    for batch in loader:
+        if isinstance(batch, str):
+            raise UserError(batch)
+        yield batch
 
 
 def image_batches(ds: ImageDataset, prep: TensorPreprocess, batch_size: int, device: torch.device | str = "cpu",

@@ -3,6 +3,7 @@ one of the project's own JSON model configs (registered with open_clip, as open_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 from ..data.preprocess import TensorPreprocess
 from ..errors import UserError
 from ..manifest import read_json
+from ..progress import log
+from .checkpoints import WEIGHT_SUFFIXES, loadable_by_open_clip, read_state_dict
 from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .tokenizers import load_tokenizer, require_hf_tokenizer
 
@@ -41,16 +44,16 @@ def _read_dir_config(path: Path) -> dict:
     return cfg
 
 
-def _check_checkpoint_file(path: Path) -> None:
-    """Reject a truncated or foreign file with a clear message before open_clip sees it."""
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated / non-pickle files
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    if isinstance(sd, dict) and "state_dict" in sd:
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise UserError(f"{path} holds no model weights")
+def _dir_weights(path: Path) -> Path:
+    """The weights file open_clip picks in a model folder; a folder without one would silently
+    build random weights."""
+    from open_clip.factory import _find_checkpoint_in_dir
+
+    found = _find_checkpoint_in_dir(path)
+    if not found:
+        raise UserError(f"{path} has {CONFIG_FILE} but no weights file ({WEIGHTS_FILE}, open_clip_model.safetensors, "
+                        "model.safetensors, pytorch_model.bin or *.pth)")
+    return Path(found)
 
 
 def create_kwargs_for(name: str, tag: str | None) -> dict:
@@ -69,7 +72,8 @@ def create_kwargs_for(name: str, tag: str | None) -> dict:
 
 def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     """`spec`: DIR (open_clip_config.json + weights), FILE (with open_clip_config.json beside it),
-    NAME (random weights), NAME:TAG (open_clip pretrained tag), NAME:FILE, `testbed` or `glyphs`."""
+    NAME (random weights), NAME:TAG (open_clip pretrained tag), NAME:FILE (a state dict, safetensors
+    or OpenAI TorchScript file: models/checkpoints.py), `testbed` or `glyphs`."""
     import open_clip
 
     register_project_configs()
@@ -79,6 +83,7 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
         from .testbed import ensure_testbed
 
         spec = str(ensure_testbed(ALIASES[spec], device=str(device)))
+    log(f"loading model {spec} ...")
     p = Path(spec)
     arch, sep, _ = spec.partition(":")
     # NAME:FILE (`ViT-B-32-quickgelu:/path/openai.pt`) names an architecture, even though it ends in .pt
@@ -88,23 +93,21 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     try:
         if p.is_dir() and not named:
             cfg = _read_dir_config(p)
-            weights = p / WEIGHTS_FILE
-            if weights.exists():
-                _check_checkpoint_file(weights)
+            read_state_dict(_dir_weights(p))  # a clear error for a truncated or foreign file
             model = open_clip.create_model(f"local-dir:{p}", device=device)
             name = cfg.get("model_name", p.name)
             model_cfg = cfg["model_cfg"]
             name_for_tokenizer = f"local-dir:{p}"
-        elif not named and (p.suffix in (".pt", ".pth", ".bin", ".safetensors") or p.exists()):
+        elif not named and (p.suffix in WEIGHT_SUFFIXES or p.exists()):
             if not p.is_file():
                 raise UserError(f"model checkpoint not found: {p}")
             cfg = _read_dir_config(p.parent)
-            _check_checkpoint_file(p)
             name = cfg.get("model_name", p.parent.name)
             # the config beside the file defines the architecture; the file, not the folder's
             # preferred checkpoint, provides the weights
-            model = open_clip.create_model(f"local-dir:{p.parent}", device=device)
-            open_clip.load_checkpoint(model, str(p), weights_only=True)
+            with loadable_by_open_clip(p) as weights:
+                model = open_clip.create_model(f"local-dir:{p.parent}", device=device)
+                open_clip.load_checkpoint(model, weights, weights_only=True)
             model_cfg = cfg["model_cfg"]
             name_for_tokenizer = f"local-dir:{p.parent}"
         else:
@@ -113,17 +116,17 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
                 if "/" in spec or spec.startswith("."):
                     raise UserError(f"model path not found: {spec}")
                 raise UserError(f"unknown model '{name}' (not a path and not an open_clip model name)")
-            if tag and (Path(tag).is_file() or "/" in tag):
-                if not Path(tag).is_file():
-                    raise UserError(f"model checkpoint not found: {tag}")
-                _check_checkpoint_file(Path(tag))
+            is_file = bool(tag) and (Path(tag).is_file() or "/" in tag or Path(tag).suffix in WEIGHT_SUFFIXES)
+            if is_file and not Path(tag).is_file():
+                raise UserError(f"model checkpoint not found: {tag}")
             require_hf_tokenizer(spec, open_clip.get_model_config(name))  # before building a large model
-            extra = create_kwargs_for(name, tag)
+            extra = {} if is_file else create_kwargs_for(name, tag)
             # random weights (no tag) are seeded: every process, torchrun rank and command that
             # names the same architecture gets the same model
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), \
+                    (loadable_by_open_clip(tag) if is_file else contextlib.nullcontext(tag or None)) as pretrained:
                 torch.manual_seed(RANDOM_INIT_SEED)
-                model = open_clip.create_model(name, pretrained=tag or None, device=device, weights_only=True, **extra)
+                model = open_clip.create_model(name, pretrained=pretrained, device=device, weights_only=True, **extra)
             model_cfg = open_clip.get_model_config(name) or {}
             if extra.get("force_quick_gelu"):
                 # the manifest's model_cfg rebuilds the bundle reference: it must say QuickGELU

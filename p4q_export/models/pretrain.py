@@ -28,7 +28,7 @@ from ..data import (
 )
 from ..errors import UserError
 from ..manifest import file_sha256, staged_dir, versions, write_json_atomic
-from ..progress import log, progress_iter
+from ..progress import log, pct, progress_iter
 from .registry import CONFIG_DIR, CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .zeroshot import encode_images, topk_accuracy, zero_shot_classifier
 
@@ -171,7 +171,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
         feats = encode_images(model, preprocess_dataset(test, prep), desc=f"eval {test.name}")
         cls = zero_shot_classifier(model, tokenizer, test.classnames, dataset_templates(test))
         accuracy[test.name] = topk_accuracy(feats @ cls.T, torch.from_numpy(test.labels)).as_dict()
-        log(f"  zero-shot {test.name} test top-1 {accuracy[test.name]['top1']:.4f}")
+        log(f"  zero-shot {test.name} test top-1 {pct(accuracy[test.name]['top1'])}")
 
     with staged_dir(out_dir) as tmp:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)

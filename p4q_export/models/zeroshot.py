@@ -18,16 +18,15 @@ def zero_shot_classifier(model, tokenizer, classnames, templates, amp: bool = Fa
     from ..devices import amp_context, module_device
 
     device = module_device(model)
+    per_step = 10
+    chunks = [list(classnames[i : i + per_step]) for i in range(0, len(classnames), per_step)]
+    parts = []
     with torch.no_grad(), amp_context(device, amp):
-        w = build_zero_shot_classifier(
-            model,
-            tokenizer=tokenizer,
-            classnames=classnames,
-            templates=[t.format for t in templates],
-            num_classes_per_batch=10,
-            device=device,
-            use_tqdm=False,
-        )
+        for chunk in progress_iter(chunks, desc=f"encoding {len(templates)} prompts × {len(classnames)} classes"):
+            parts.append(build_zero_shot_classifier(model, tokenizer=tokenizer, classnames=chunk,
+                                                    templates=[t.format for t in templates],
+                                                    num_classes_per_batch=per_step, device=device, use_tqdm=False))
+    w = torch.cat(parts, dim=1)
     return w.T.float().contiguous()
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from ..config import TrainRecipe
 from ..data.samplers import eval_subset_indices
 from ..devices import synchronize
-from ..progress import log
+from ..progress import log, pct
 from .distributed import DistContext
 from .features import EvalFeatures, ImageSource, eval_features
 from .model_ref import model_reference
@@ -145,6 +145,6 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
         prepared.zero_shot["ptq_zeroshot"], prepared.zero_shot_top5["ptq_zeroshot"] = top1, top5
         synchronize(device)
         timings["zero_shot_eval_s"] = round(time.perf_counter() - t0, 3)
-        log(f"zero-shot top-1 on {len(test_ds)} {recipe.eval_split} images: FP {prepared.zero_shot['fp_zeroshot']:.4f}"
-            + (f", PTQ {top1:.4f}" if top1 is not None else ""))
+        log(f"zero-shot top-1 on {len(test_ds)} {recipe.eval_split} images: FP {pct(prepared.zero_shot['fp_zeroshot'])}"
+            + (f", PTQ {pct(top1)}" if top1 is not None else ""))
     return prepared

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..config import TrainRecipe
 from ..devices import synchronize
 from ..errors import UserError
-from ..progress import log, progress_iter
+from ..progress import log, pct, progress_iter
 from .adapter import QAdapter
 from .checkpoint import (
     CHECKPOINT,
@@ -186,6 +186,13 @@ def evaluate_learner(prep: Prepared, learner: Learner) -> tuple[float, float]:
     return accuracy(prep.model.logit_scale.exp() * image @ text.T, prep.eval.labels)
 
 
+def _check_resumable(out: Path, recipe: TrainRecipe, seeds: list[int]) -> None:
+    for seed in seeds:
+        ckpt = seed_run_dir(out, seed, seeds) / CHECKPOINT
+        if ckpt.is_file() and load_checkpoint(ckpt).get("run_key") != run_for_seed_key(recipe, seed):
+            raise UserError(f"{ckpt.parent} holds a run of a different recipe or seed; use another --out or --force")
+
+
 def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str = "auto",
               workers: int | None = None) -> dict | None:
     """Train every seed of `recipe` into `out` (resuming where checkpoints exist) on `device`
@@ -214,6 +221,7 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str =
         if done is not None:  # rerunning a finished command is cheap: no PTQ, no evaluation
             log(f"{out} already holds this run, finished; its metrics stand (--force retrains)")
             return done if dist.is_main else None
+        _check_resumable(out, recipe, seeds)  # before minutes of loading, calibrating and evaluating
     # OUT is created by its first file (the calibration list), after prepare() has checked the
     # recipe, the model and the data: bad input leaves nothing behind
     prep = prepare(recipe, out, dist, device=torch_device, workers=workers)
@@ -227,7 +235,7 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str =
             calib_rel = os.path.relpath(calib, run_dir) if calib else None
             seconds = time.perf_counter() - (t0 if len(seeds) == 1 else t_seed)
             per_seed[seed] = write_seed_outputs(prep, result, run_dir, seconds, calib_rel)
-            log(f"seed {seed}: trained top-1 {result.top1:.4f}")
+            log(f"seed {seed}: trained top-1 {pct(result.top1)}")
     if not dist.is_main:
         return None
     if len(seeds) == 1:

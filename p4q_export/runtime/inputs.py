@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.datasets import ImageDataset, open_image
+from ..data.datasets import ImageDataset
+from ..data.images import open_image
 from ..data.preprocess import pil_to_uint8_nchw
 
 

@@ -202,7 +202,9 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
         "seconds": round(time.time() - started, 2),
     }
     if write:
-        write_json_atomic(bundle.path / validation_file(precision, bundle.precision), report)
+        path = bundle.path / validation_file(precision, bundle.precision)
+        write_json_atomic(path, report)
+        report = {**report, "report_file": str(path)}
     return report
 
 
@@ -232,4 +234,5 @@ def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str 
         runner_opts.setdefault("precision", bundle.precision)
     runner = open_runner(bundle, backend, **runner_opts)
     logits = _all_outputs([runner], bundle, ds, workers)[0]["logits"]
-    return {**_accuracy(logits, ds.labels), "n": len(ds), "backend": runner.backend, "precision": runner.precision, "data": spec}
+    return {**_accuracy(logits, ds.labels), "n": len(ds), "backend": runner.backend, "precision": runner.precision, "data": spec,
+            "split": ds.split_name}
