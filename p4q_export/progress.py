@@ -3,10 +3,12 @@ every human summary."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -65,6 +67,26 @@ def _bar(items: Iterable[T], desc: str, total: int | None) -> Iterable[T]:
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextlib.contextmanager
+def slow_step(what: str, after_s: float = 3.0) -> Iterator[None]:
+    """Says `what ...` on stderr once the block has run `after_s` seconds, and when it ends: a long
+    step (building a large model) is visible, a quick one or one refused at once stays silent, so a
+    bad input is still exactly one line."""
+    if os.environ.get("P4Q_NO_PROGRESS", "") != "":
+        yield
+        return
+    start = time.monotonic()
+    timer = threading.Timer(after_s, log, args=(f"{what} ...",))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+    if time.monotonic() - start >= after_s:
+        log(f"{what}: done in {time.monotonic() - start:.0f}s")
 
 
 def log(msg: str) -> None:

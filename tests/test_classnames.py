@@ -39,11 +39,18 @@ def test_classnames_txt_wins(tmp_path):
     assert r.names == ["Tinca tinca", "gold fish", "n01484850"] and r.source == SOURCE_FILE
 
 
-def test_partial_classnames_txt_falls_through_per_class(tmp_path):
+def test_classnames_txt_must_name_exactly_the_class_folders(tmp_path):
+    from p4q_export.errors import UserError
+
     (tmp_path / "classnames.txt").write_text("n01443537\tgold fish\n")
-    r = resolve_classnames(REAL, tmp_path)
-    assert r.names == ["tench", "gold fish", "great white shark"]
-    assert r.source == f"{SOURCE_FILE}+{SOURCE_IMAGENET}"
+    with pytest.raises(UserError, match=r"leaves out 2 class folder\(s\) \(n01440764, n01484850\)"):
+        resolve_classnames(REAL, tmp_path)
+    (tmp_path / "classnames.txt").write_text("".join(f"{k}\n" for k in REAL) + "n09999999 ghost\n")
+    with pytest.raises(UserError, match=r"names 1 folder\(s\) that do not exist \(n09999999\)"):
+        resolve_classnames(REAL, tmp_path)
+    (tmp_path / "classnames.txt").write_text("")
+    with pytest.raises(UserError, match="leaves out 3"):
+        resolve_classnames(REAL, tmp_path)
 
 
 def test_mix_of_wnid_and_other_folders_uses_folder_names():

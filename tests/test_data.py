@@ -104,7 +104,7 @@ def _write_imagefolder(root, ds, per_class=3):
 
 def test_imagefolder_and_preprocess_match_in_memory_path(tmp_path, fashion_train):
     _write_imagefolder(tmp_path, fashion_train)
-    (tmp_path / "classnames.txt").write_text("t-shirt\tT-shirt or top\n")
+    (tmp_path / "classnames.txt").write_text("t-shirt\tT-shirt or top\npullover\ntrouser\n")
     ds = load_dataset(f"imagefolder:{tmp_path}", "test")
     # class order is the sorted folder order (as torchvision's ImageFolder); names from classnames.txt
     assert ds.classnames == ["pullover", "T-shirt or top", "trouser"]

@@ -35,9 +35,13 @@ def set_global_json(value: bool) -> None:
     _global_json = value
 
 
+def json_mode(as_json: bool) -> bool:
+    return as_json or _global_json
+
+
 def emit(result: dict, as_json: bool, human: Callable[[dict], str] | None = None) -> None:
     """JSON (one object) on stdout when asked; otherwise a human summary on stdout."""
-    if as_json or _global_json:
+    if json_mode(as_json):
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
         text = human(result) if human else json.dumps(result, indent=2, default=str)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..progress import log
-from ._common import JsonOpt, emit
+from ._common import JsonOpt, emit, json_mode
 
 
 def bench(
@@ -52,5 +52,7 @@ def bench(
                                         backends=parse_backends(backends), threads=threads, build_engines=build_engines,
                                         include_copy=include_copy))
     report["report_files"] = write_report(report, report_dir)
+    if json_mode(json_out):  # stdout holds the JSON: the table goes to the log
+        log(markdown_table(report))
     emit(report, json_out, markdown_table)
     log("wrote " + ", ".join(report["report_files"].values()))

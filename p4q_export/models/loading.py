@@ -13,7 +13,7 @@ import torch
 from ..data.preprocess import TensorPreprocess
 from ..errors import UserError
 from ..manifest import read_json
-from ..progress import log
+from ..progress import slow_step
 from .checkpoints import WEIGHT_SUFFIXES, loadable_by_open_clip, read_state_dict
 from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .tokenizers import load_tokenizer, require_hf_tokenizer
@@ -74,8 +74,6 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     """`spec`: DIR (open_clip_config.json + weights), FILE (with open_clip_config.json beside it),
     NAME (random weights), NAME:TAG (open_clip pretrained tag), NAME:FILE (a state dict, safetensors
     or OpenAI TorchScript file: models/checkpoints.py), `testbed` or `glyphs`."""
-    import open_clip
-
     register_project_configs()
     from .testbed import ALIASES
 
@@ -83,7 +81,13 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
         from .testbed import ensure_testbed
 
         spec = str(ensure_testbed(ALIASES[spec], device=str(device)))
-    log(f"loading model {spec} ...")
+    with slow_step(f"loading model {spec}"):
+        return _load_model(spec, device)
+
+
+def _load_model(spec: str, device: str) -> LoadedModel:
+    import open_clip
+
     p = Path(spec)
     arch, sep, _ = spec.partition(":")
     # NAME:FILE (`ViT-B-32-quickgelu:/path/openai.pt`) names an architecture, even though it ends in .pt
