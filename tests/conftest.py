@@ -38,7 +38,7 @@ def random_testbed_bundle(tmp_path_factory) -> Path:
 
 def run_cli(*args: str, check: bool = False, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess (stdout = JSON, stderr = logs)."""
-    full_env = dict(os.environ, P4Q_NO_PROGRESS="1", **(env or {}))
+    full_env = {**os.environ, "P4Q_NO_PROGRESS": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "p4q_export.cli", *args],
         capture_output=True,

@@ -8,8 +8,6 @@ an image over the limit is refused before it is decoded."""
 from __future__ import annotations
 
 import os
-import re
-import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -35,11 +33,10 @@ def max_image_pixels() -> int:
     return value
 
 
-def _too_large(p: Path, pixels: int | None, limit: int, size: tuple[int, int] | None = None) -> UserError:
-    dims = f"{size[0]}×{size[1]} = {pixels:,} pixels" if size else (f"{pixels:,} pixels" if pixels else "its size")
-    need = f", about {pixels * 3 / 2**30:.1f} GiB decoded" if pixels else ""
-    return UserError(f"image too large: {p} has {dims}{need}, over the limit of {limit:,} (a guard against "
-                     "decompression bombs); raise it with `p4q-export --max-image-pixels N COMMAND ...` (0 = no limit)")
+def _too_large(p: Path, w: int, h: int, limit: int) -> UserError:
+    return UserError(f"image too large: {p} has {w}×{h} = {w * h:,} pixels, about {w * h * 3 / 2**30:.1f} GiB decoded, "
+                     f"over the limit of {limit:,} (a guard against decompression bombs); raise it with "
+                     "`p4q-export --max-image-pixels N COMMAND ...` (0 = no limit)")
 
 
 def open_image(path: Path | str) -> Image.Image:
@@ -50,19 +47,15 @@ def open_image(path: Path | str) -> Image.Image:
     if not p.is_file():
         raise UserError(f"image not found: {p}")
     limit = max_image_pixels()
-    # Pillow refuses at twice its own limit while opening: keep its limit at ours so ours decides
-    Image.MAX_IMAGE_PIXELS = limit or None
+    # Pillow's own guard raises at twice its limit, without the image's size: this check, made on
+    # the header before anything is decoded, takes its place
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in one line
-            with Image.open(p) as im:
-                w, h = im.size
-                if limit and w * h > limit:
-                    raise _too_large(p, w * h, limit, (w, h))
-                im.load()
-                return im.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        m = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _too_large(p, int(m.group(1)) if m else None, limit) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        with Image.open(p) as im:
+            w, h = im.size
+            if limit and w * h > limit:
+                raise _too_large(p, w, h, limit)
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise UserError(f"not a readable image: {p} ({type(exc).__name__})") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,9 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
 
             sd = load_file(str(p), device="cpu")
         elif is_torchscript(p):
-            sd = dict(torch.jit.load(str(p), map_location="cpu").state_dict())
+            with warnings.catch_warnings():  # torch deprecates TorchScript; OpenAI's files are still that
+                warnings.simplefilter("ignore", FutureWarning)
+                sd = dict(torch.jit.load(str(p), map_location="cpu").state_dict())
             for key in _NOT_WEIGHTS:
                 sd.pop(key, None)
         else:

@@ -136,7 +136,9 @@ def _load_model(spec: str, device: str) -> LoadedModel:
                 # the manifest's model_cfg rebuilds the bundle reference: it must say QuickGELU
                 model_cfg["quick_gelu"] = True
             name_for_tokenizer = name
-    except (RuntimeError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (RuntimeError, ValueError, FileNotFoundError, KeyError, AssertionError, IndexError) as exc:
+        # open_clip says "weights of another architecture" with several of these (AssertionError for a
+        # resized position embedding)
         msg = str(exc).splitlines()[0][:200]
         if "download" in msg.lower() or "hub" in msg.lower():
             msg += " (pretrained weights need the internet; pass a local checkpoint instead)"
