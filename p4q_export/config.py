@@ -123,6 +123,18 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def comma_list(text: str, option: str, example: str) -> list[str]:
+    """`a,b,c` -> ["a", "b", "c"]; an empty item (`1,,2`), an empty list or a repeated item is one
+    line naming the option, instead of a guess at what was meant."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not str(text).strip() or "" in parts:
+        raise UserError(f"{option} expects items joined by commas (e.g. {example}), got '{text}'")
+    repeated = sorted({p for p in parts if parts.count(p) > 1})
+    if repeated:
+        raise UserError(f"{option} names {', '.join(repeated)} more than once: '{text}'")
+    return parts
+
+
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     """`key=value` strings -> dict; values are parsed as YAML scalars (so 8 is int, true is bool)."""
     out: dict[str, Any] = {}

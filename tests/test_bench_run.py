@@ -75,12 +75,15 @@ def test_timing_percentiles_and_throughput():
 
 def test_option_parsing():
     assert parse_batches("1,8,32") == [1, 8, 32]
-    for bad in ("", "0", "a,b"):
-        with pytest.raises(UserError):
+    for bad, message in (("", "items joined by commas"), ("0", "positive"), ("a,b", "positive"), ("1,,8", "items joined"),
+                         ("1,8,", "items joined"), ("8,8", "names 8 more than once"), ("-1", "positive")):
+        with pytest.raises(UserError, match=message):
             parse_batches(bad)
     assert parse_backends("ort/int8,trt/fp16") == ["ort/int8", "trt/fp16"]
-    with pytest.raises(UserError):
-        parse_backends("onnx/int8")
+    for bad, message in (("onnx/int8", "unknown backend"), ("ort/int8,,ort/fp32", "items joined"), ("", "items joined"),
+                         ("ort/int8,ort/int8", "more than once")):
+        with pytest.raises(UserError, match=message):
+            parse_backends(bad)
 
 
 def test_cpu_info_reads_vnni():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import comma_list
 from ..errors import UserError
 from ..progress import log as say
 from . import jetson
@@ -53,20 +54,17 @@ class BenchRequest:
 
 
 def parse_batches(text: str) -> list[int]:
-    try:
-        batches = [int(b) for b in str(text).split(",") if b.strip()]
-    except ValueError:
-        raise UserError(f"--batch expects comma-separated sizes like 1,8,32, got {text!r}") from None
-    if not batches or min(batches) < 1:
-        raise UserError(f"--batch sizes must be positive integers, got {text!r}")
-    return batches
+    parts = comma_list(text, "--batch", "1,8,32")
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise UserError(f"--batch sizes must be positive integers, got '{text}'")
+    return [int(p) for p in parts]
 
 
 def parse_backends(text: str | None) -> list | None:
-    if not text:
+    if text is None:
         return None
     known = {f"{b}/{p}" for b, p in CPU_BACKENDS + GPU_BACKENDS}
-    chosen = [t.strip() for t in text.split(",") if t.strip()]
+    chosen = comma_list(text, "--backends", "ort/int8,ort/fp32")
     unknown = [c for c in chosen if c not in known]
     if unknown:
         raise UserError(f"unknown backend {unknown[0]!r}; choose from {', '.join(sorted(known))}")

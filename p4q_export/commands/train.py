@@ -12,14 +12,14 @@ from typing import Annotated
 
 import typer
 
-from ..config import TrainRecipe, load_recipe
+from ..config import TrainRecipe, comma_list, load_recipe
 from ..errors import UserError
 from ..progress import pct
 from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit, set_interrupt_note
 
 
 def _parse_seeds(text: str) -> list[int]:
-    parts = text.replace(" ", "").split(",")
+    parts = comma_list(text, "--seeds", "1,2,3")
     if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
         raise UserError(f"--seeds expects integers joined by commas (e.g. 1,2,3), got '{text}'")
     return [int(p) for p in parts]
