@@ -79,6 +79,15 @@ def _on_signal(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+def _one_line(exc: ClickException) -> str:
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    usage = " ".join(ctx.get_usage().split()).removeprefix("Usage: ")
+    return f"{message} (usage: {usage}; more: {ctx.command_path} --help)"
+
+
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # under torchrun the launcher stops its ranks with SIGTERM: keep its default there (a rank may
@@ -88,8 +97,8 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except ClickException as exc:
-        # usage errors (exit 2) and other click errors: the usage line and message, no traceback
-        exc.show()
+        # usage errors (exit 2) and other click errors: one line with the usage, as every other error
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

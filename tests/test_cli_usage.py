@@ -1,5 +1,5 @@
-"""Usage errors on every registered command: the real console script prints the usage line and the
-problem on stderr and exits 2, never a traceback. Commands and their parameters are read from the
+"""Usage errors on every registered command: the real console script prints one line on stderr, the
+problem and the usage, and exits 2, never a traceback. Commands and their parameters are read from the
 Typer app, so a new command or option is covered without editing this file."""
 
 from __future__ import annotations
@@ -67,10 +67,11 @@ def _assert_usage_error(proc: subprocess.CompletedProcess, usage: str, *problem:
     assert "Traceback" not in err, err
     assert proc.returncode == 2, (proc.returncode, err)
     assert proc.stdout == "", proc.stdout
-    assert f"Usage: {usage}" in err, err
-    error_line = next((line for line in err.splitlines() if line.startswith("Error: ")), "")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err  # one line, as every bad input
+    assert f"(usage: {usage}" in lines[0] and "--help)" in lines[0], err
     for text in problem:
-        assert text in error_line, err
+        assert text in lines[0], err
 
 
 def _missing_cases() -> list:

@@ -176,6 +176,7 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         return _manifest(folded, report, graphs, precision, started, uint8_input, with_embedding, macs)
 
     manifest = B.write_bundle(out, write, force=force)
+    log(f"wrote {out} ({', '.join(sorted(manifest['files']))})")
     return {
         "out": str(out),
         "profile": manifest["profile"]["name"],

@@ -196,6 +196,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
             "files": {f: file_sha256(tmp / f) for f in (WEIGHTS_FILE, CONFIG_FILE)},
         }
         write_json_atomic(tmp / "manifest.json", manifest)
+    log(f"wrote {out_dir} ({WEIGHTS_FILE}, {CONFIG_FILE}, manifest.json)")
     return manifest
 
 

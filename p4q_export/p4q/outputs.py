@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import recipe_dict
+from ..progress import log
 from .checkpoint import CHECKPOINT
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def write_seed_outputs(prep: Prepared, result: SeedResult, run_dir: Path, second
         "versions": metrics["versions"],
     }
     write_json_atomic(run_dir / RUN_MANIFEST, manifest)
+    log(f"wrote {run_dir} ({', '.join(sorted([*files, RUN_MANIFEST]))})")
     return metrics
 
 
