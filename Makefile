@@ -11,7 +11,7 @@ GLYPH_PKGS := $(shell sed -e 's/\#.*//' p4q_export/data/glyph_packages.txt | awk
 PYTEST_ARGS ?=
 BENCH_SCALE_ARGS ?=
 
-.PHONY: setup demo test bench bench-scale bench-families lint clean
+.PHONY: setup demo test bench bench-scale bench-families battery lint clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ bench-scale: setup
 
 # The supported-tower matrix at full size (ViT-B-16, EVA02-B-16, MobileCLIP-B, MobileCLIP2-S0, RN50,
 # convnext_base): export, validate and ORT latency per family; ~10 min on 2 cores.
+# ~120 wrong inputs across every command, each run as a user runs it: exit 2, one line, nothing
+# written or lost (about 5 min on 2 cores)
+battery: setup
+	$(PY) scripts/bad_input_battery.py
+
 bench-families: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.families
 

@@ -63,6 +63,8 @@ def _model_target(req: InspectRequest, device):
     from .models.zeroshot import zero_shot_classifier
     from .quant.ptq import caption_tokens
 
+    if ":" not in req.target and ("/" in req.target or req.target.startswith(".")) and not Path(req.target).exists():
+        raise UserError(f"{req.target} not found (inspect takes a MODEL or a RUN directory)")
     if not req.quant:
         raise UserError("inspect of a MODEL needs --quant PROFILE (and --bits); a RUN brings its own quantization")
     if not req.data:

@@ -38,14 +38,14 @@ def build_engine(
 
     if not (int8 or fp16):
         raise UserError("build-engine needs --int8 (the INT8 engine), --fp16 (the FP16 twin), or both")
-    trt = require_tensorrt()  # the install hint before anything slow
     if batch:
         min_batch, opt_batch, max_batch = parse_batch_profile(batch)
     kinds = [k for k, on in (("int8", int8), ("fp16", fp16)) if on]
     from ..deploy.bundle import load_bundle
     from ..runtime.trt_engine import builder_setup
 
-    graphs = load_bundle(bundle).graphs
+    graphs = load_bundle(bundle).graphs  # a wrong or edited bundle is said before a missing TensorRT
+    trt = require_tensorrt()  # the install hint before anything slow
     for kind in kinds:  # refuse what this TensorRT cannot build before building anything
         builder_setup(trt.__version__, kind, graphs)
     options = [BuildOptions(engine=k, workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..config import CALIB_IMAGES
+from ..errors import UserError
 from ..progress import log, pct
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
@@ -76,6 +77,8 @@ def inspect(
     from ..outdir import check_writable
 
     if out is not None:
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder: give the report's file name, e.g. {out / 'inspect.json'}")
         check_writable(out.parent, "inspect report")  # before minutes of measuring, not after
     report = inspect_layers(InspectRequest(
         target=target, data=data, quant=quant, bits=bits, quantize_text=quantize_text, act_observer=act_observer,

@@ -16,7 +16,7 @@ from ..config import CALIB_IMAGES
 from ..errors import UserError
 from ..manifest import versions
 from ..outdir import check_out
-from ..progress import log
+from ..progress import log, slow_step
 from . import bundle as B
 from .export_onnx import OPSET, export_onnx, io_spec
 from .fold import FoldedModel, fold_model, fold_run
@@ -142,10 +142,11 @@ def export_bundle(source: str, out: Path, profile: str | None = None, data: str 
     if calib_images < 1:
         raise UserError("--calib-images must be at least 1")
     torch_device = resolve_device(device)
-    log(f"folding {source} ...")
     calib_tmp = Path(tempfile.mkdtemp(prefix=".p4q-calib-", dir=out.parent if out.parent.exists() else None))
     try:
-        folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp, torch_device, workers, keep_fp)
+        with slow_step(f"folding {source}"):  # silent when its input is refused at once: one line
+            folded = fold_source(source, profile, data, calib_images, uint8_input, with_embedding, calib_tmp, torch_device,
+                                 workers, keep_fp)
         folded.model_info = {**folded.model_info, "folded_on": describe_device(torch_device)}
         return _write(folded, out, calib_tmp, started, uint8_input, with_embedding, force,
                       precision or default_precision(folded.profile.name))

@@ -36,9 +36,9 @@ class LoadedModel:
         return out
 
 
-def _read_dir_config(path: Path) -> dict:
+def _read_dir_config(path: Path, missing: str | None = None) -> dict:
     cfg_path = path / CONFIG_FILE
-    cfg = read_json(cfg_path, f"{path} is not a model directory (no {CONFIG_FILE})")
+    cfg = read_json(cfg_path, missing or f"{path} is not a model directory (no {CONFIG_FILE})")
     if "model_cfg" not in cfg:
         raise UserError(f"{cfg_path} has no 'model_cfg'")
     return cfg
@@ -105,7 +105,8 @@ def _load_model(spec: str, device: str) -> LoadedModel:
         elif not named and (p.suffix in WEIGHT_SUFFIXES or p.exists()):
             if not p.is_file():
                 raise UserError(f"model checkpoint not found: {p}")
-            cfg = _read_dir_config(p.parent)
+            cfg = _read_dir_config(p.parent, f"{p}: a weights file needs its architecture, named (ARCH:{p}) or in "
+                                                f"{CONFIG_FILE} beside it")
             name = cfg.get("model_name", p.parent.name)
             # the config beside the file defines the architecture; the file, not the folder's
             # preferred checkpoint, provides the weights
