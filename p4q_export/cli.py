@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from .commands import _common
-from .errors import CheckFailed, Interrupted, UserError
+from .errors import CheckFailed, Interrupted, UserError, note_signal
 
 try:
     # recent typer vendors click as typer._click and raises its ClickException (no public alias)
@@ -76,6 +76,7 @@ _register()
 
 def _on_signal(signum, frame) -> None:
     signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once (e.g. stuck in native code)
+    note_signal(signum)
     raise Interrupted(signum)
 
 

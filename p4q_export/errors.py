@@ -17,3 +17,19 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+_pending_signal: int | None = None
+
+
+def note_signal(signum: int) -> None:
+    """The CLI's signal handler records the signal before raising Interrupted: a raise that lands in
+    a finalizer or a weakref callback is printed as "Exception ignored" and lost, and the work would
+    go on. Long loops call `raise_if_interrupted` and raise it again there."""
+    global _pending_signal
+    _pending_signal = signum
+
+
+def raise_if_interrupted() -> None:
+    if _pending_signal is not None:
+        raise Interrupted(_pending_signal)

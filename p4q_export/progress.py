@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from .errors import raise_if_interrupted
+
 T = TypeVar("T")
 
 
@@ -27,11 +29,14 @@ def progress_iter(items: Iterable[T], desc: str = "", total: int | None = None) 
         except TypeError:
             total = None
     if os.environ.get("P4Q_NO_PROGRESS", "") != "":
-        yield from items
+        shown = iter(items)
     elif not sys.stderr.isatty():
-        yield from _plain(items, desc, total)
+        shown = _plain(items, desc, total)
     else:
-        yield from _bar(items, desc, total)
+        shown = _bar(items, desc, total)
+    for item in shown:
+        raise_if_interrupted()  # an interrupt swallowed as "Exception ignored" still stops the loop
+        yield item
 
 
 def _plain(items: Iterable[T], desc: str, total: int | None) -> Iterable[T]:

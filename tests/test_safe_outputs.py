@@ -224,3 +224,30 @@ def test_a_read_only_out_is_one_line_before_any_work(read_only_dir, random_testb
     proc = run_cli(*args)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: cannot write the {what} to {out}: {read_only_dir} is not writable"]
+
+
+def test_an_interrupt_lost_in_a_finalizer_still_stops_the_next_step(monkeypatch):
+    """Python prints "Exception ignored" for a raise inside __del__ and carries on: the once-seen
+    "Ctrl-C during calibration and training went on". The handler also records the signal, and
+    every progress loop raises it again at its next step."""
+    from p4q_export import cli, errors, progress
+
+    monkeypatch.setattr(errors, "_pending_signal", None)
+    lost = []  # what Python reports as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: lost.append(u.exc_type))
+    before = signal.getsignal(signal.SIGINT)
+
+    class Finalized:
+        def __del__(self):
+            cli._on_signal(signal.SIGINT, None)
+
+    seen = []
+    try:
+        with pytest.raises(errors.Interrupted):
+            for i in progress.progress_iter(range(5), desc="calibrating"):
+                seen.append(i)
+                if i == 1:
+                    Finalized()  # collected at once: the handler's raise is lost inside __del__
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert lost == [errors.Interrupted] and seen == [0, 1]

@@ -29,7 +29,7 @@ def _human(d: dict) -> str:
     acc = d["accuracy"]
     trained = f"{d['trained_mean_std']}%" if "trained_mean_std" in d else pct(acc.get("trained"))
     return (f"{d['method']}: trained top-1 {trained} (FP zero-shot {pct(acc.get('fp_zeroshot'))}, "
-            f"PTQ zero-shot {pct(acc.get('ptq_zeroshot'))}) on {d['n_eval']} {d['eval_split']} images, "
+            f"PTQ zero-shot {pct(acc.get('ptq_zeroshot'))}) on {d['n_eval']} {d.get('eval_images', d['eval_split'])} images, "
             f"{d['seconds']:.1f}s on {d.get('device', 'cpu')} -> {d['out']}")
 
 

@@ -46,6 +46,7 @@ class Prepared:
     timings: dict = field(default_factory=dict)  # seconds of each setup stage (load, calibration, zero-shot eval)
     zero_shot: dict = field(default_factory=dict)  # fp_zeroshot / ptq_zeroshot accuracies
     zero_shot_top5: dict = field(default_factory=dict)
+    eval_images: str = "test"  # what the scored images are called: an image folder's val/ is "val"
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -131,6 +132,7 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
         t0 = time.perf_counter()
         test_ds = eval_dataset(recipe)
         test_ds = test_ds.subset(eval_subset_indices(len(test_ds), recipe.eval_limit))
+        prepared.eval_images = {"test": test_ds.split_name, "train": "train", "val": "held-out train"}[recipe.eval_split]
         prepared.eval = eval_features(model, ImageSource(test_ds, loaded.preprocess, workers), test_ds.labels, quantized,
                                       dist=dist, amp=recipe.amp)
     if prepared.eval is not None:
@@ -145,6 +147,6 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
         prepared.zero_shot["ptq_zeroshot"], prepared.zero_shot_top5["ptq_zeroshot"] = top1, top5
         synchronize(device)
         timings["zero_shot_eval_s"] = round(time.perf_counter() - t0, 3)
-        log(f"zero-shot top-1 on {len(test_ds)} {recipe.eval_split} images: FP {pct(prepared.zero_shot['fp_zeroshot'])}"
+        log(f"zero-shot top-1 on {len(test_ds)} {prepared.eval_images} images: FP {pct(prepared.zero_shot['fp_zeroshot'])}"
             + (f", PTQ {pct(top1)}" if top1 is not None else ""))
     return prepared
