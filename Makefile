@@ -47,13 +47,13 @@ bench-scale: setup
 
 # The supported-tower matrix at full size (ViT-B-16, EVA02-B-16, MobileCLIP-B, MobileCLIP2-S0, RN50,
 # convnext_base): export, validate and ORT latency per family; ~10 min on 2 cores.
+bench-families: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.families
+
 # ~120 wrong inputs across every command, each run as a user runs it: exit 2, one line, nothing
 # written or lost (about 5 min on 2 cores)
 battery: setup
 	$(PY) scripts/bad_input_battery.py
-
-bench-families: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.families
 
 lint: setup
 	$(VENV)/bin/ruff check p4q_export tests scripts

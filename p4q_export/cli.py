@@ -99,7 +99,9 @@ def main() -> None:
         rc = app(standalone_mode=False)
     except ClickException as exc:
         # usage errors (exit 2) and other click errors: one line with the usage, as every other error
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        # (`p4q-export` alone has printed its help already and has nothing to add)
+        if exc.format_message().strip():
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -171,7 +171,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None, cls: type[
         if not p.is_file():
             raise UserError(f"recipe not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError:
+            raise UserError(f"recipe {p} is not a YAML text file (not UTF-8)") from None
         except yaml.YAMLError as exc:
             raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if loaded is None or loaded == {}:
@@ -182,17 +184,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None, cls: type[
         values.update(loaded)
     values.update(parse_overrides(overrides))
     recipe = build_recipe(cls, values, source=str(path) if path else "--set")
-    if path is not None and _all_defaults(cls, recipe, loaded):
+    if path is not None and recipe == cls():
         from .progress import log
 
         log(f"note: recipe {path} sets only default values ({', '.join(sorted(loaded))}): this is the default recipe")
     return recipe
-
-
-def _all_defaults(cls, recipe, loaded: dict) -> bool:
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                if f.default is not dataclasses.MISSING}
-    return all(k in defaults and getattr(recipe, k) == defaults[k] for k in loaded)
 
 
 def recipe_dict(recipe: Any) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def _bar(items: Iterable[T], desc: str, total: int | None) -> Iterable[T]:
 
 
 @contextlib.contextmanager
-def slow_step(what: str, after_s: float = 3.0) -> Iterator[None]:
+def slow_step(what: str, after_s: float = 10.0) -> Iterator[None]:
     """Says `what ...` on stderr once the block has run `after_s` seconds, and when it ends: a long
     step (building a large model) is visible, a quick one or one refused at once stays silent, so a
     bad input is still exactly one line."""
@@ -83,14 +83,26 @@ def slow_step(what: str, after_s: float = 3.0) -> Iterator[None]:
         yield
         return
     start = time.monotonic()
-    timer = threading.Timer(after_s, log, args=(f"{what} ...",))
+    said = threading.Event()
+    lock = threading.Lock()
+    ended = False
+
+    def say() -> None:
+        with lock:  # never after the block has ended: the error line, if any, is the last line
+            if not ended:
+                said.set()
+                log(f"{what} ...")
+
+    timer = threading.Timer(after_s, say)
     timer.daemon = True
     timer.start()
     try:
         yield
     finally:
+        with lock:
+            ended = True
         timer.cancel()
-    if time.monotonic() - start >= after_s:
+    if said.is_set():
         log(f"{what}: done in {time.monotonic() - start:.0f}s")
 
 

@@ -29,7 +29,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 EXE = [sys.executable, "-m", "p4q_export.cli"]
-ENV = {**os.environ, "P4Q_NO_PROGRESS": "1", "NO_COLOR": "1"}
+# progress stays on, as for a user: a refusal must come before any progress line
+ENV = {k: v for k, v in os.environ.items() if k != "P4Q_NO_PROGRESS"} | {"NO_COLOR": "1"}
 TINY_TRAIN = ["--set", "model=p4q-testbed", "--set", "data=digits", "--set", "calib_images=8", "--set", "epochs=1",
               "--set", "shots=1", "--device", "cpu", "--workers", "0"]
 
@@ -85,10 +86,11 @@ def build_inputs(w: Path) -> dict[str, Path]:
     p["folder"] = image_folder(w / "folder", fashion.arrays, fashion.labels, classes)
     p["textpng"] = image_folder(w / "textpng", fashion.arrays, fashion.labels, classes)
     (p["textpng"] / "val" / "bag" / "notes.png").write_text("not a picture")
-    # the bundle's own classes (Fashion-MNIST's), with one text file named .png among them
+    # the bundle's own classes in its order (classnames.txt names c0..c9), one text file named .png among them
     p["fashiontext"] = image_folder(w / "fashiontext", fashion.arrays, fashion.labels,
-                                    {n.replace(" ", "_"): i for i, n in enumerate(fashion.classnames)}, per_class=1)
-    (p["fashiontext"] / "val" / "bag" / "notes.png").write_text("not a picture")
+                                    {f"c{i}": i for i in range(len(fashion.classnames))}, per_class=1)
+    (p["fashiontext"] / "classnames.txt").write_text("".join(f"c{i}\t{n}\n" for i, n in enumerate(fashion.classnames)))
+    (p["fashiontext"] / "val" / "c8" / "notes.png").write_text("not a picture")
     p["bombfolder"] = image_folder(w / "bombfolder", fashion.arrays, fashion.labels, classes)
     bomb_png(p["bombfolder"] / "val" / "sneaker" / "huge.png")
     p["badnames"] = image_folder(w / "badnames", fashion.arrays, fashion.labels, classes)
@@ -328,10 +330,11 @@ def main() -> int:
                       flush=True)
                 if not res["ok"]:
                     print("     " + res["stderr"].replace("\n", "\n     "), flush=True)
-        lost = {k for k in before if tree(w / "inputs").get(k) != before[k]}
+        after = tree(w / "inputs")
+        lost = {k for k in before.keys() | after.keys() if after.get(k) != before.get(k)}
         ok = sum(r["ok"] for r in results)
         print(f"\n{ok}/{len(results)} kept the promise ({100 * ok / len(results):.0f}%): exit 2, one line, nothing on stdout, "
-              f"nothing written; inputs changed or lost: {sorted(lost) or 'none'}; {time.monotonic() - started:.0f}s")
+              f"nothing written; inputs changed, added or lost: {sorted(lost) or 'none'}; {time.monotonic() - started:.0f}s")
         if args.json:
             args.json.write_text(json.dumps({"results": results, "inputs_changed": sorted(lost)}, indent=1))
         return 0 if ok == len(results) and not lost else 1

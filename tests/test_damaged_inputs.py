@@ -260,3 +260,53 @@ def test_a_model_folder_with_safetensors_loads(tmp_path, testbed_model):
     save_file({k: v.contiguous() for k, v in expected.items()}, str(folder / "open_clip_model.safetensors"))
     state = load_model(str(folder)).model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+def test_a_damaged_tiff_is_one_line_without_pillow_warnings(random_testbed_bundle, tmp_path, fashion):
+    good = tmp_path / "scan.tif"
+    Image.fromarray(fashion.arrays[0]).save(good)
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(good.read_bytes()[:40])
+    line = _error_line(run_cli("predict", str(random_testbed_bundle), str(damaged)))
+    assert line.startswith(f"error: not a readable image: {damaged}")
+
+
+def test_classnames_txt_lines_naming_folders_with_spaces_and_duplicates(tmp_path):
+    from p4q_export.data.classnames import resolve_classnames
+    from p4q_export.errors import UserError
+
+    (tmp_path / "classnames.txt").write_text("\ufeffhot dog\ncat\tHouse cat\n")  # a BOM, as Windows editors write
+    assert resolve_classnames(["cat", "hot dog"], tmp_path).names == ["House cat", "hot dog"]
+    (tmp_path / "classnames.txt").write_text("cat\ncat\tHouse cat\nhot dog\n")
+    with pytest.raises(UserError, match="names class folder 'cat' twice"):
+        resolve_classnames(["cat", "hot dog"], tmp_path)
+    (tmp_path / "classnames.txt").write_bytes("cat\tchat noir\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        resolve_classnames(["cat"], tmp_path)
+
+
+def test_a_binary_file_as_recipe_is_one_line(tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"PK\x03\x04\xff\xfe\x00\x81 not text")
+    line = _error_line(run_cli("train", "--recipe", str(weights), "--out", str(tmp_path / "run")))
+    assert line == f"error: recipe {weights} is not a YAML text file (not UTF-8)"
+
+
+def test_bare_command_prints_help_and_no_error_line():
+    proc = run_cli()
+    assert "Usage:" in proc.stdout + proc.stderr and "error:" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_model_folder_with_openai_torchscript_weights(tmp_path, testbed_model):
+    import torch
+
+    from p4q_export.models import load_model
+
+    model = load_model(str(testbed_model)).model
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_bytes((testbed_model / "open_clip_config.json").read_bytes())
+    _torchscript_like_openai(model, folder / "model.pth")
+    state = load_model(str(folder)).model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in expected.items())

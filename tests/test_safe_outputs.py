@@ -98,7 +98,7 @@ def test_a_signal_stops_export_with_its_exit_code_and_writes_nothing(tmp_path, s
     seen = []
     for line in proc.stderr:  # the command is at work once it says so
         seen.append(line)
-        if line.startswith("folding"):
+        if line.startswith("calibrating"):
             break
     time.sleep(1.5)
     proc.send_signal(sig)
@@ -112,7 +112,7 @@ def test_a_signal_stops_export_with_its_exit_code_and_writes_nothing(tmp_path, s
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--seeds", "1,,2"], "--seeds expects integers"),
+    (["train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--seeds", "1,,2"], "--seeds expects items joined by commas"),
     (["train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--set", "threads=-1"], "threads and eval_limit must be"),
     (["export", "runs/nope", "--out", "B"], "runs/nope not found"),
 ])

@@ -98,8 +98,8 @@ def test_missing_tensorrt_says_how_to_install():
 
 
 @pytest.mark.skipif(trt_available, reason="checks the message shown where TensorRT is missing")
-def test_build_engine_cli_without_tensorrt_is_a_user_error(cli, tmp_path):
-    proc = cli("build-engine", str(tmp_path), "--int8")
+def test_build_engine_cli_without_tensorrt_is_a_user_error(cli, random_testbed_bundle):
+    proc = cli("build-engine", str(random_testbed_bundle), "--int8")
     assert proc.returncode == 2
     assert "pypi.nvidia.com" in proc.stderr and "Traceback" not in proc.stderr
 

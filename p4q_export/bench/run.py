@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ class BenchRequest:
 
 def parse_batches(text: str) -> list[int]:
     parts = comma_list(text, "--batch", "1,8,32")
-    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+    if not all(re.fullmatch(r"[0-9]+", p) and int(p) >= 1 for p in parts):
         raise UserError(f"--batch sizes must be positive integers, got '{text}'")
     return [int(p) for p in parts]
 

@@ -27,16 +27,35 @@ class ResolvedClassnames:
     source: str  # SOURCE_FILE, SOURCE_IMAGENET or the caller's fallback
 
 
-def read_classnames_txt(path: Path) -> dict[str, str]:
-    """`folder` or `folder<TAB|space>readable name` per line."""
-    mapping = {}
-    for line in Path(path).read_text().splitlines():
+def read_classnames_txt(path: Path, keys: list[str] = ()) -> dict[str, str]:
+    """`folder` or `folder<TAB|space>readable name` per line; a line that is a whole folder name
+    (`hot dog`) names that folder. UTF-8 (a BOM is fine)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
+    known = set(keys)
+    mapping: dict[str, str] = {}
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
-        folder, _, name = line.partition("\t") if "\t" in line else line.partition(" ")
+        if "\t" in line:
+            folder, _, name = line.partition("\t")
+        elif line in known:
+            folder, name = line, ""
+        else:
+            folder, _, name = line.partition(" ")
+        folder = folder.strip()
+        if folder in mapping:
+            raise UserError(f"{path} names class folder '{folder}' twice")
         mapping[folder] = (name or folder).strip()
     return mapping
+
+
+def few(items: list[str]) -> str:
+    """The first five of a list for a one-line message."""
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
 
 def is_wnid(key: str) -> bool:
@@ -69,7 +88,7 @@ def resolve_classnames(keys: list[str], root: Path | str | None = None,
     does not exist, or a folder left out, is a list that was written for other data."""
     names_file = Path(root) / CLASSNAMES_FILE if root is not None else None
     if names_file is not None and names_file.is_file():
-        mapping = read_classnames_txt(names_file)
+        mapping = read_classnames_txt(names_file, keys)
         _check_matches(mapping, keys, names_file)
         return ResolvedClassnames([mapping[k] for k in keys], SOURCE_FILE)
     imagenet = imagenet_wnid_names() if keys and all(is_wnid(k) for k in keys) else {}
@@ -80,9 +99,6 @@ def resolve_classnames(keys: list[str], root: Path | str | None = None,
 
 
 def _check_matches(mapping: dict[str, str], keys: list[str], names_file: Path) -> None:
-    def few(items: list[str]) -> str:
-        return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-
     unknown = [k for k in mapping if k not in set(keys)]
     missing = [k for k in keys if k not in mapping]
     problems = ([f"names {len(unknown)} folder(s) that do not exist ({few(unknown)})"] if unknown else []) + \

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .classnames import resolve_classnames
+from .classnames import few, resolve_classnames
 from .images import open_image
 
 FASHION_MNIST_DIR = Path(os.environ.get("P4Q_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -257,8 +257,6 @@ def _check_same_classes(root: Path, base: Path, keys: list[str]) -> None:
     theirs = {p.name for p in other.iterdir() if p.is_dir()}
     only_here, only_there = sorted(set(keys) - theirs), sorted(theirs - set(keys))
     if only_here or only_there:
-        def few(items):
-            return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
         parts = ([f"only in {base.name}/: {few(only_here)}"] if only_here else []) + \
                 ([f"only in {other.name}/: {few(only_there)}"] if only_there else [])
         raise UserError(f"imagefolder:{root}: {base.name}/ and {other.name}/ have different class folders "

@@ -3,9 +3,9 @@
 - open_clip's and PyTorch's state dicts (`.pt`, `.pth`, `.bin`), also wrapped as {"state_dict": ...}
   or saved from DistributedDataParallel (`module.` prefixes): `torch.load(weights_only=True)`;
 - `.safetensors`;
-- OpenAI's released CLIP files, which are TorchScript archives: `torch.jit.load` reads the archive
-  and only its parameters and buffers are kept. Its code is never called, and `torch.load` refuses
-  these files under `weights_only`.
+- OpenAI's released CLIP files, which are TorchScript archives: `torch.jit.load` restores the
+  archive (TorchScript objects, not arbitrary Python pickles) and only its parameters and buffers
+  are kept; none of its methods is called. `torch.load` refuses these files under `weights_only`.
 
 open_clip then loads the weights into the architecture the user named (`ARCH:FILE`), with its own
 conversions (OpenAI key names, position-embedding resizing)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +16,12 @@ from ..data.preprocess import TensorPreprocess
 from ..errors import UserError
 from ..manifest import read_json
 from ..progress import slow_step
-from .checkpoints import WEIGHT_SUFFIXES, loadable_by_open_clip, read_state_dict
+from .checkpoints import (
+    WEIGHT_SUFFIXES,
+    is_torchscript,
+    loadable_by_open_clip,
+    read_state_dict,
+)
 from .registry import CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .tokenizers import load_tokenizer, require_hf_tokenizer
 
@@ -54,6 +61,17 @@ def _dir_weights(path: Path) -> Path:
         raise UserError(f"{path} has {CONFIG_FILE} but no weights file ({WEIGHTS_FILE}, open_clip_model.safetensors, "
                         "model.safetensors, pytorch_model.bin or *.pth)")
     return Path(found)
+
+
+def _create_from_torchscript_dir(folder: Path, weights: Path, device: str):
+    """open_clip loads a folder's weights with `weights_only`, which refuses TorchScript: build it
+    from a copy of the folder holding the config and the archive's weights as a plain state dict."""
+    import open_clip
+
+    with loadable_by_open_clip(weights) as plain, tempfile.TemporaryDirectory(prefix="p4q-model-") as tmp:
+        shutil.copy(folder / CONFIG_FILE, Path(tmp) / CONFIG_FILE)
+        shutil.move(plain, Path(tmp) / WEIGHTS_FILE)
+        return open_clip.create_model(f"local-dir:{tmp}", device=device)
 
 
 def create_kwargs_for(name: str, tag: str | None) -> dict:
@@ -97,8 +115,12 @@ def _load_model(spec: str, device: str) -> LoadedModel:
     try:
         if p.is_dir() and not named:
             cfg = _read_dir_config(p)
-            read_state_dict(_dir_weights(p))  # a clear error for a truncated or foreign file
-            model = open_clip.create_model(f"local-dir:{p}", device=device)
+            weights = _dir_weights(p)
+            if is_torchscript(weights):
+                model = _create_from_torchscript_dir(p, weights, device)
+            else:
+                read_state_dict(weights)  # a clear error for a truncated or foreign file
+                model = open_clip.create_model(f"local-dir:{p}", device=device)
             name = cfg.get("model_name", p.name)
             model_cfg = cfg["model_cfg"]
             name_for_tokenizer = f"local-dir:{p}"
