@@ -91,6 +91,8 @@ def build_inputs(w: Path) -> dict[str, Path]:
                                     {f"c{i}": i for i in range(len(fashion.classnames))}, per_class=1)
     (p["fashiontext"] / "classnames.txt").write_text("".join(f"c{i}\t{n}\n" for i, n in enumerate(fashion.classnames)))
     (p["fashiontext"] / "val" / "c8" / "notes.png").write_text("not a picture")
+    p["trainbad"] = image_folder(w / "trainbad", fashion.arrays, fashion.labels, classes)
+    (p["trainbad"] / "train" / "bag" / "notes.png").write_text("not a picture")
     p["bombfolder"] = image_folder(w / "bombfolder", fashion.arrays, fashion.labels, classes)
     bomb_png(p["bombfolder"] / "val" / "sneaker" / "huge.png")
     p["badnames"] = image_folder(w / "badnames", fashion.arrays, fashion.labels, classes)
@@ -213,6 +215,8 @@ def cases(p: dict[str, Path], s: Path) -> list[tuple[str, list[str]]]:
         ("train missing model", ["train", *TINY_TRAIN, "--out", str(s / "t"), "--set", f"model={s / 'nope'}"]),
         ("train bad data", ["train", *TINY_TRAIN, "--out", str(s / "t"), "--set", "data=cifar-77"]),
         ("train classnames mismatch", ["train", *TINY_TRAIN, "--out", str(s / "t"), "--set", f"data={img('badnames')}"]),
+        ("train damaged image in train/", ["train", *TINY_TRAIN, "--out", str(s / "t"), "--set", f"data={img('trainbad')}",
+                                            "--set", "shots=2"]),
         ("train --out a file", ["train", *TINY_TRAIN, "--out", str(p["notes"])]),
         ("train --out others' folder", ["train", *TINY_TRAIN, "--out", str(p["others"])]),
         ("train --out others' folder --force", ["train", *TINY_TRAIN, "--out", str(p["others"]), "--force"]),

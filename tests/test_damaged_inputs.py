@@ -99,6 +99,18 @@ def test_a_text_file_named_png_in_an_image_folder_is_one_line(tmp_path, fashion,
     assert "DataLoader worker" not in proc.stderr
 
 
+def test_a_damaged_training_image_met_while_calibrating_leaves_no_run(tmp_path, fashion):
+    root = _folder(tmp_path / "data", fashion)
+    bad = root / "train" / "bag" / "notes.png"
+    bad.write_text("this is not a picture")
+    out = tmp_path / "run"
+    proc = run_cli("train", "--set", "model=p4q-testbed", "--set", f"data=imagefolder:{root}", "--set", "shots=2",
+                   "--set", "epochs=1", "--set", "calib_images=12", "--out", str(out), "--device", "cpu", "--workers", "2",
+                   env={"P4Q_NO_PROGRESS": ""})  # progress on, as for a user: the error is still the only line
+    assert _error_line(proc) == f"error: not a readable image: {bad} (UnidentifiedImageError)"
+    assert not out.exists()
+
+
 def test_an_oversized_image_in_a_folder_is_named_from_a_worker(tmp_path, fashion):
     root = _folder(tmp_path / "data", fashion)
     _bomb_png(root / "val" / "sneaker" / "huge.png")
@@ -174,7 +186,7 @@ def test_a_run_of_another_recipe_is_refused_before_any_work(tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     proc = run_cli(*base, "--set", "shots=2")
     assert "holds a run of a different recipe or seed" in _error_line(proc)
-    assert "calibrating" not in proc.stderr  # refused before the model was even quantized
+    assert "zero-shot top-1" in first.stderr and "zero-shot top-1" not in proc.stderr  # refused before any evaluation
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 

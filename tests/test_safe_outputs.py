@@ -95,15 +95,13 @@ def test_a_signal_stops_export_with_its_exit_code_and_writes_nothing(tmp_path, s
     proc = subprocess.Popen([sys.executable, "-m", "p4q_export.cli", "export", "p4q-testbed", "--data", "fashion-mnist",
                              "--calib-images", "2000", "--out", str(out)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    for line in proc.stderr:  # the command is at work once it says so
-        seen.append(line)
-        if line.startswith("calibrating"):
-            break
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".p4q-calib-") for p in tmp_path.iterdir()):  # at work: its calibration folder
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(3)
     proc.send_signal(sig)
-    _, rest = proc.communicate(timeout=120)
-    stderr = "".join(seen) + rest
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     assert stderr.strip().splitlines()[-1].startswith(f"interrupted by {signal.Signals(sig).name}: nothing was kept")

@@ -105,7 +105,6 @@ def prepare(recipe: TrainRecipe, out_dir: Path, dist: DistContext, evaluate: boo
     if quantized:
         from ..quant.ptq import build_ptq_model
 
-        log(f"quantizing {loaded.name} ({recipe.profile} W{recipe.bits.replace('/', 'A')}, text {'on' if recipe.quantize_text else 'off'})")
         # only rank 0 writes into the run; the others calibrate identically into a scratch dir
         calib_dir = out_dir / "calibration" if dist.is_main else Path(tempfile.mkdtemp(prefix="p4q-calib-"))
         t0 = time.perf_counter()

@@ -224,7 +224,13 @@ def train_run(recipe: TrainRecipe, out: Path, force: bool = False, device: str =
         _check_resumable(out, recipe, seeds)  # before minutes of loading, calibrating and evaluating
     # OUT is created by its first file (the calibration list), after prepare() has checked the
     # recipe, the model and the data: bad input leaves nothing behind
-    prep = prepare(recipe, out, dist, device=torch_device, workers=workers)
+    created = not out.exists()
+    try:
+        prep = prepare(recipe, out, dist, device=torch_device, workers=workers)
+    except BaseException:
+        if created and dist.is_main:  # refused (a damaged image met while calibrating) or stopped: leave nothing
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     calib = prep.ptq_info.get("calibration_list")
     per_seed: dict[int, dict] = {}
     for seed in seeds:

@@ -17,7 +17,7 @@ from ..data import (
 )
 from ..data.samplers import calibration_list_hash
 from ..models import LoadedModel
-from ..progress import log
+from ..progress import log, slow_step
 from .clip import calibrate_clip, quant_layers, quantize_clip
 from .profiles import QuantProfile
 
@@ -52,9 +52,11 @@ def build_ptq_model(
     list_path = write_calibration_list(calib, idx, calibration_dir, seed)
     tokens = caption_tokens(loaded, calib) if quantize_text else None
     model = quantize_clip(loaded.model, profile, quantize_text=quantize_text, keep_fp=keep_fp)
-    log(f"calibrating {len(quant_layers(model))} quantized layers ({profile.name} W{profile.w_bits}A{profile.a_bits}) on {len(idx)} images")
     images = image_batches(calib, loaded.preprocess, batch_size, module_device(model), indices=idx, workers=workers)
-    calibrate_clip(model, images, tokens, batch_size=batch_size)
+    # said once it takes a while: a damaged image among the first is then the only line
+    with slow_step(f"calibrating {len(quant_layers(model))} quantized layers ({profile.name} W{profile.w_bits}A{profile.a_bits}) "
+                   f"on {len(idx)} images"):
+        calibrate_clip(model, images, tokens, batch_size=batch_size)
     info = {
         "profile": profile.name,
         "bits": profile.bits,

@@ -32,7 +32,7 @@ from ..data.samplers import eval_subset
 from ..deploy.bundle import Bundle, load_bundle, validation_file
 from ..errors import UserError
 from ..manifest import write_json_atomic
-from ..progress import log, progress_iter
+from ..progress import log, progress_iter, slow_step
 from .base import open_runner
 from .inputs import dataset_input_batches
 
@@ -168,8 +168,9 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
         precision, graph = runner.precision, runner.engine_entry.get("graph")
     quantized = bundle.graph_is_quantized(precision)
     reference = open_runner(bundle, "torch", device=str(torch_device), precision="int8" if quantized else "fp32")
-    log(f"validating {backend} ({precision}) against the torch reference on {len(ds)} images of {spec} ...")
-    test_out, ref_out = _all_outputs([runner, reference], bundle, ds, workers)
+    # said once it takes a while: a damaged image among the first is then the only line
+    with slow_step(f"validating {backend} ({precision}) against the torch reference on {len(ds)} images of {spec}"):
+        test_out, ref_out = _all_outputs([runner, reference], bundle, ds, workers)
     test_logits, ref_logits = test_out["logits"], ref_out["logits"]
     outputs = {"logits": compare_logits(ref_logits, test_logits, tie * reference.logit_scale)}
     if "embedding" in test_out and "embedding" in ref_out:
