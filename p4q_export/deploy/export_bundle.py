@@ -115,7 +115,7 @@ def _manifest(folded: FoldedModel, report, graphs: dict, precision: str, started
         "outputs": outputs,
         "onnx": {"file": B.ONNX_FILE, "opset": OPSET, "quantized_layers": len(report.quantized_layers),
                  "qdq_pairs": report.qdq_pairs, "trt_lint": "passed", **macs,
-                 "weight_form": "fp32 initializer -> QuantizeLinear -> DequantizeLinear (per-channel axis 0)"},
+                 "weight_form": "int8 initializer -> DequantizeLinear (per-channel axis 0)"},
         "precision": precision,  # the deploy graph: graphs[precision]
         "graphs": graphs,
         "reference": {"file": B.REFERENCE_FILE, "config": cfg},
