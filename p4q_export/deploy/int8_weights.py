@@ -2,9 +2,9 @@
 ONNX defines it, and its DequantizeLinear reads an INT8 initializer. The graph shrinks about 4×
 (the FP32 weights it held become one byte each) and computes the same numbers: the codes are the
 ones ONNX Runtime's QuantizeLinear gives for those weights, which is what it folded them into at
-session start before. It is the form ModelOpt's ONNX export and ORT's `quantize_static` write,
-and the form TensorRT's ONNX parser reads for explicit quantization (an INT8 constant into
-DequantizeLinear: "Working with Quantized Types", TensorRT 10 developer guide)."""
+session start before. It is the form ModelOpt's ONNX export and ORT's `quantize_static` write;
+TensorRT's developer guide ("Explicit Quantization" > "Quantized Weights") takes weights given in
+INT8 when a DequantizeLayer sits between them and the layer that uses them."""
 
 from __future__ import annotations
 
