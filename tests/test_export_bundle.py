@@ -36,7 +36,11 @@ def test_graph_has_qdq_on_every_quantized_layer(bundle):
     onnx.checker.check_model(model, full_check=True)
     assert result["quantized_layers"] == TESTBED_LAYERS
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 2 * TESTBED_LAYERS
+    # activations: Q -> DQ; weights: an INT8 initializer -> DQ (its Q computed at export)
+    assert ops.count("DequantizeLinear") == 2 * TESTBED_LAYERS and ops.count("QuantizeLinear") == TESTBED_LAYERS
+    inits = {t.name: t for t in model.graph.initializer}
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert len(weight_dq) == TESTBED_LAYERS and all(inits[n.input[0]].data_type == onnx.TensorProto.INT8 for n in weight_dq)
     assert "LayerNormalization" in ops and "DynamicQuantizeLinear" not in ops
     q_outputs = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     consumers = [n for n in model.graph.node if set(n.input) & q_outputs]

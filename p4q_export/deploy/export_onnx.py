@@ -4,14 +4,11 @@ While exporting, the fake quantizers call torch.fake_quantize_per_{tensor,channe
 that exporter turns into clean QuantizeLinear → DequantizeLinear pairs (int8 zero points, no Clip
 between them); outside export they compute exactly what those ONNX ops define (quant/grid.py).
 
-Weight form: FP32 weight initializer → QuantizeLinear(axis 0) → DequantizeLinear → (Transpose) →
-MatMul/Conv. This is the form NVIDIA's own QAT tools (pytorch-quantization, ModelOpt's torch
-export) emit and the TensorRT ONNX parser documents for explicit quantization: TensorRT folds the
-weight Q at build time with exactly our per-channel scales, every TensorRT version that parses
-QDQ accepts it, and the weight grid stays visible to the lint (codes within [-127, 127]). ORT
-constant-folds the same Q into an INT8 initializer at session creation, and `strip_qdq` turns the
-graph back into FP32 without any dequantization arithmetic. The price is file size (weights in
-FP32, ~4× an INT8-initializer graph), which does not matter to the engine built from it.
+Weight form written here: FP32 weight initializer → QuantizeLinear(axis 0) → DequantizeLinear →
+(Transpose) → MatMul/Conv, the form NVIDIA's QAT tools emit. The FP16/FP32 twins are made from it
+(`strip_qdq` gives the network back with its own FP32 weights), and the bundle's quantized graphs
+store each weight's QuantizeLinear as the INT8 codes it computes (`int8_weights.py`), about a
+quarter of the size, with the same numbers.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import UserError
+from .int8_weights import with_int8_weights
 from .qdq import strip_qdq
 
 PRECISIONS = ("int8-fp16", "int8", "fp16", "fp32")
@@ -129,9 +130,11 @@ def make_graph(int8_model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     """The `precision` graph of an exported INT8 Q/DQ graph (the input is not modified)."""
     check_precision(precision)
     if precision == "int8":
-        return int8_model
+        return with_int8_weights(int8_model)
     if precision == "int8-fp16":
-        out = to_fp16(int8_model)
+        # AutoCast first (FP16 weights and scales), then the codes those give: the same codes ORT
+        # computed at session start from the graph before weights were stored as INT8
+        out = with_int8_weights(to_fp16(int8_model))
     elif precision == "fp16":
         out = to_fp16(strip_qdq(int8_model))
     else:

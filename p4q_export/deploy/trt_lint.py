@@ -187,6 +187,7 @@ def lint_model(model: onnx.ModelProto, quantized_modules: set[str] | None = None
                 if src.input[1] != n.input[1] and not np.array_equal(g.const(src.input[1]), g.const(n.input[1])):
                     report.violations.append(f"{_label(n)}: scale differs from its QuantizeLinear's")
             elif from_int8_initializer:
+                report.qdq_pairs += 1  # a weight's pair, its Q computed at export into the INT8 codes
                 is_weight = True
                 q = g.consts[n.input[0]]
                 if q.dtype != np.int8:
