@@ -230,12 +230,17 @@ def _load_glyphs(spec: DatasetSpec, split: str) -> ImageDataset:
 # --- image folders ---------------------------------------------------------------------------
 
 
+def _scored_dir(root: Path) -> Path | None:
+    """ROOT/test, else ROOT/val, where one exists."""
+    return next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+
+
 def imagefolder_split_dir(root: Path, split: str) -> Path:
     """ROOT/train for the train split, ROOT/test or ROOT/val for the test split. A folder of class
     folders alone serves the test split only (eval, validate): training and calibration on it would
     use the very images they are scored on."""
     train = root / "train"
-    test = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    test = _scored_dir(root)
     if split == "train":
         if not train.is_dir():
             raise UserError(f"imagefolder:{root} has no train/ subfolder: training and calibration need train/ "
@@ -251,7 +256,7 @@ def imagefolder_split_dir(root: Path, split: str) -> Path:
 def _check_same_classes(root: Path, base: Path, keys: list[str]) -> None:
     """Labels are positions in the sorted folder list: train/ and val/ with different class folders
     would give one class's images another's label."""
-    other = root / "train" if base != root / "train" else (next((root / d for d in ("test", "val") if (root / d).is_dir()), None))
+    other = root / "train" if base != root / "train" else _scored_dir(root)
     if other is None or not other.is_dir() or other == base:
         return
     theirs = {p.name for p in other.iterdir() if p.is_dir()}

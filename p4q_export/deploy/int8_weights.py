@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .qdq import along_axis
+
 INT8_MIN, INT8_MAX = -128, 127
 
 
@@ -19,12 +21,8 @@ def quantize_like_onnx(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray 
     """ONNX QuantizeLinear to int8: saturate(round_half_to_even(x / scale) + zero_point), with the
     division in float32 as ONNX Runtime computes it."""
     x = x.astype(np.float32)
-    scale = scale.astype(np.float32)
-    zp = np.zeros_like(scale, dtype=np.float32) if zero_point is None else zero_point.astype(np.float32)
-    if scale.size > 1:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale = along_axis(scale.astype(np.float32), x.ndim, axis)
+    zp = 0.0 if zero_point is None else along_axis(zero_point.astype(np.float32), x.ndim, axis)
     return np.clip(np.rint(x / scale) + zp, INT8_MIN, INT8_MAX).astype(np.int8)
 
 

@@ -9,14 +9,20 @@ import onnx
 from onnx import helper, numpy_helper
 
 
+def along_axis(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A per-channel scale or zero point shaped to broadcast along `axis` of an `ndim` tensor, as
+    Q/DQ apply it (a per-tensor scalar as it is)."""
+    if v.size == 1:
+        return v
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
 def _dequantized_initializer(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
     q = q.astype(np.float32)
     zp = np.zeros_like(scale) if zp is None else zp.astype(np.float32)
-    if scale.size > 1:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((q - zp) * scale).astype(np.float32)
+    return ((q - along_axis(zp, q.ndim, axis)) * along_axis(scale, q.ndim, axis)).astype(np.float32)
 
 
 def strip_qdq(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import CheckFailed
+from .qdq import along_axis
 
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear"}
 COMPUTE_OPS = {"MatMul", "Gemm", "Conv"}
@@ -113,11 +114,7 @@ def _check_qparams(g: _Graph, node, report: LintReport, is_weight: bool) -> None
 
 def _weight_range_ok(weight: np.ndarray, scale: np.ndarray, axis: int) -> bool:
     """TensorRT's INT8 weights span [-127, 127]: the scale must not clip at -128."""
-    if scale.size > 1:
-        shape = [1] * weight.ndim
-        shape[axis] = -1
-        scale = scale.reshape(shape)
-    q = np.round(weight.astype(np.float64) / scale)
+    q = np.round(weight.astype(np.float64) / along_axis(scale, weight.ndim, axis))
     return bool(np.all(np.abs(q) <= 127))
 
 
