@@ -19,7 +19,7 @@ from .data import (
     with_prompts,
 )
 from .data.samplers import eval_subset
-from .deploy.bundle import MANIFEST, ONNX_FILE
+from .deploy.bundle import is_bundle
 from .devices import describe_device, peak_gpu_memory_mb, resolve_device
 from .errors import UserError
 from .models import load_model
@@ -69,8 +69,7 @@ class EvalRequest(QuantTarget):
 
 
 def _is_bundle(path: Path) -> bool:
-    # a pretrained model dir has a manifest.json too; the ONNX file is what marks a bundle
-    return (path / MANIFEST).is_file() and (path / ONNX_FILE).exists()
+    return path.is_dir() and is_bundle(path)
 
 
 def evaluate(req: EvalRequest) -> dict:

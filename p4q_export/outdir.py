@@ -55,7 +55,8 @@ def artifact_kind(path: Path) -> str | None:
     if not path.is_dir():
         return None
     manifest = _json(path / "manifest.json")
-    if str(manifest.get("format", "")).startswith("p4q-bundle"):
+    if str(manifest.get("format", "")).startswith("p4q-bundle") or \
+            str(_json(path / "deploy" / "manifest.json").get("format", "")).startswith("p4q-bundle"):
         return "bundle"
     if manifest.get("kind") == "p4q-export/pretrained-model":
         return "model"

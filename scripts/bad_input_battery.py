@@ -75,12 +75,12 @@ def build_inputs(w: Path) -> dict[str, Path]:
     assert proc.returncode == 0, proc.stderr
     p["edited"] = w / "edited-bundle"
     shutil.copytree(p["bundle"], p["edited"])
-    m = json.loads((p["edited"] / "manifest.json").read_text())
+    m = json.loads((p["edited"] / "deploy" / "manifest.json").read_text())
     m["classnames"][0] = "renamed"
-    (p["edited"] / "manifest.json").write_text(json.dumps(m))
+    (p["edited"] / "deploy" / "manifest.json").write_text(json.dumps(m))
     p["tampered"] = w / "tampered-bundle"
     shutil.copytree(p["bundle"], p["tampered"])
-    with open(p["tampered"] / "model.onnx", "r+b") as f:
+    with open(p["tampered"] / "validation" / "model.onnx", "r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01\x02\x03")
     p["folder"] = image_folder(w / "folder", fashion.arrays, fashion.labels, classes)

@@ -45,9 +45,9 @@ def tiny_qdq_model() -> onnx.ModelProto:
 def make_tiny_bundle(out: Path) -> Path:
     from p4q_export.deploy.bundle import FORMAT, write_bundle
 
-    def write(staging: Path) -> dict:
-        onnx.save(tiny_qdq_model(), str(staging / "model.onnx"))
-        (staging / "classnames.txt").write_text("\n".join(f"class{i}" for i in range(CLASSES)) + "\n")
+    def write(deploy: Path, validation: Path) -> dict:
+        onnx.save(tiny_qdq_model(), str(deploy / "model.onnx"))
+        (deploy / "classnames.txt").write_text("\n".join(f"class{i}" for i in range(CLASSES)) + "\n")
         return {"format": FORMAT, "model": {"name": "tiny"}, "profile": {"name": "ort-x86"},
                 "inputs": [{"name": "image", "shape": ["N", 3, SIZE, SIZE], "dtype": "float32"}],
                 "outputs": [{"name": "logits", "shape": ["N", CLASSES], "dtype": "float32"}],

@@ -135,8 +135,8 @@ def _json(proc) -> dict:
 
 
 def _bundle_names(bundle: Path) -> list[str]:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert (bundle / "classnames.txt").read_text().splitlines() == manifest["classnames"]
+    manifest = json.loads((bundle / "deploy" / "manifest.json").read_text())
+    assert (bundle / "deploy" / "classnames.txt").read_text().splitlines() == manifest["classnames"]
     return manifest["classnames"]
 
 

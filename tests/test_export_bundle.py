@@ -32,7 +32,7 @@ def _zero_points(model):
 
 def test_graph_has_qdq_on_every_quantized_layer(bundle):
     out, result = bundle
-    model = onnx.load(str(out / "model.onnx"))
+    model = onnx.load(str(out / "validation" / "model.onnx"))
     onnx.checker.check_model(model, full_check=True)
     assert result["quantized_layers"] == TESTBED_LAYERS
     ops = [n.op_type for n in model.graph.node]
@@ -57,15 +57,22 @@ def test_graph_has_qdq_on_every_quantized_layer(bundle):
 
 def test_manifest_records_everything_and_hashes_verify(bundle):
     out, _ = bundle
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / "deploy" / "manifest.json").read_text())
     for key in ("model", "profile", "classnames", "preprocessing", "inputs", "outputs", "versions", "files", "accuracy", "reference"):
         assert key in m, key
     assert m["profile"]["name"] == "trt" and len(m["classnames"]) == 10
     assert m["preprocessing"]["mean"] and m["preprocessing"]["folded_into_graph"] is False
     assert m["inputs"][0] == {**m["inputs"][0], "name": "image", "dtype": "float32", "shape": ["batch", 3, 32, 32]}
     assert m["outputs"][0]["shape"] == ["batch", 10]
-    assert {"model.onnx", "reference.pt", "classnames.txt"} <= set(m["files"])
-    assert all(len(v["sha256"]) == 64 for v in m["files"].values())
+    # deploy/: what a device runs; validation/: what only validate reads
+    assert set(m["files"]) == {"model.int8-fp16.onnx", "classnames.txt"}
+    rest = set(m["validation"]["files"]) - {"model.onnx", "model.fp16.onnx", "reference.pt"}
+    assert len(rest) == 1 and rest.pop().startswith("calibration-fashion-mnist")
+    assert m["graphs"]["int8-fp16"]["folder"] == "deploy" and m["graphs"]["int8"]["folder"] == "validation"
+    assert sorted(p.name for p in (out / "deploy").iterdir()) == ["classnames.txt", "manifest.json", "model.int8-fp16.onnx"]
+    assert m["sizes"]["deploy_bytes"] == sum((out / "deploy" / f).stat().st_size for f in m["files"])
+    assert m["sizes"]["validation_bytes"] == sum((out / "validation" / f).stat().st_size for f in m["validation"]["files"])
+    assert all(len(v["sha256"]) == 64 for v in [*m["files"].values(), *m["validation"]["files"].values()])
     assert "torch" in m["versions"] and "onnx" in m["versions"]
     load_bundle(out)  # verifies every hash
 
@@ -80,7 +87,7 @@ def test_reference_and_ort_exact_agree(bundle):
     ds = load_dataset("fashion-mnist", "test").subset(range(64))
     x = dataset_inputs(b, ds)
     ref = open_runner(b, "torch").run_all(x)
-    ort_exact = open_runner(b, "ort-exact").run_all(x)
+    ort_exact = open_runner(b, "ort-exact", precision="int8").run_all(x)
     fp32 = open_runner(b, "ort-exact", precision="fp32").run_all(x)
     assert ref["logits"].shape == ort_exact["logits"].shape == (64, 10)
 
@@ -103,7 +110,7 @@ def test_uint8_input_bundle_folds_preprocessing(tmp_path, cli):
     proc = cli("--json", "export", "p4q-testbed", "--data", "digits", "--out", str(out), "--calib-images", "64",
                "--uint8-input", "--no-embedding", "--profile", "ort-x86", check=True)
     assert json.loads(proc.stdout)["uint8_input"] is True
-    model = onnx.load(str(out / "model.onnx"))
+    model = onnx.load(str(out / "deploy" / "model.onnx"))  # ort-x86: the int8 graph is the deploy graph
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [o.name for o in model.graph.output] == ["logits"]  # --no-embedding
     m = load_bundle(out).manifest
@@ -134,15 +141,15 @@ def test_changed_or_truncated_files_are_user_errors(bundle, tmp_path, cli):
         copy = tmp_path / name
         shutil.copytree(out, copy)
         if damage:
-            damage(copy / "classnames.txt")
-        else:
-            data = (copy / "model.onnx").read_bytes()
-            (copy / "model.onnx").write_bytes(data[: len(data) // 2])
+            damage(copy / "deploy" / "classnames.txt")
+        else:  # a validation file that is there is checked on load like a deploy file
+            data = (copy / "validation" / "model.onnx").read_bytes()
+            (copy / "validation" / "model.onnx").write_bytes(data[: len(data) // 2])
         with pytest.raises(UserError, match="changed after export"):
             load_bundle(copy)
         proc = cli("validate", str(copy), "--data", "fashion-mnist", "--limit", "10")
         assert proc.returncode == 2 and "changed after export" in proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1 and not (copy / "validation.json").exists()
+        assert len(proc.stderr.strip().splitlines()) == 1 and not list(copy.rglob("validation*.json"))
 
 
 def test_export_eval_and_train_calibrate_on_the_same_sample(tmp_path):
@@ -156,7 +163,7 @@ def test_export_eval_and_train_calibrate_on_the_same_sample(tmp_path):
     assert TrainRecipe().calib_images == EvalRequest(target="x").calib_images == CALIB_IMAGES == 1280
     out = tmp_path / "bundle"
     run_cli("--json", "export", "p4q-testbed", "--data", "digits", "--out", str(out), "--device", "cpu", check=True)
-    ptq = json.loads((out / "manifest.json").read_text())["ptq"]
+    ptq = load_bundle(out).manifest["ptq"]
     before = sorted((REPO / "calibration").iterdir())
     proc = run_cli("--json", "eval", "p4q-testbed", "--data", "digits", "--quant", "trt", "--limit", "50", "--device", "cpu",
                    check=True)

@@ -47,14 +47,17 @@ def test_vit_b32_export_time_memory_and_graph(tmp_path, repo_root):
     # i.e. of twice the FP16 twin
     sizes = result["files"]
     print(f"ViT-B-32 graphs: {json.dumps({k: v for k, v in sizes.items() if k.endswith('.onnx')})}")
-    assert sizes["model.onnx"] <= 100e6 and sizes["model.int8-fp16.onnx"] <= 100e6
-    assert sizes["model.onnx"] <= 0.3 * 2 * sizes["model.fp16.onnx"]
-    assert result["graphs"] == {"int8-fp16": "model.int8-fp16.onnx", "int8": "model.onnx", "fp16": "model.fp16.onnx"}
-    graphs = json.loads((out / "manifest.json").read_text())["graphs"]
+    assert sizes["validation/model.onnx"] <= 100e6 and sizes["deploy/model.int8-fp16.onnx"] <= 100e6
+    assert sizes["validation/model.onnx"] <= 0.3 * 2 * sizes["validation/model.fp16.onnx"]
+    assert result["graphs"] == {"int8-fp16": "deploy/model.int8-fp16.onnx", "int8": "validation/model.onnx",
+                                "fp16": "validation/model.fp16.onnx"}
+    # what a device gets: the deploy graph, the class names, the manifest
+    assert result["deploy"]["bytes"] <= 110e6 and result["deploy"]["bytes"] == sum(v for k, v in sizes.items() if k.startswith("deploy/"))
+    graphs = json.loads((out / "deploy" / "manifest.json").read_text())["graphs"]
     assert graphs["int8-fp16"]["qdq_pairs"] == 98 and graphs["fp16"]["qdq_pairs"] == 0
     # 12 blocks × (qkv, attention, out_proj, fc, proj) + the projection run in FP16; the logits MatMul does not
     assert graphs["int8-fp16"]["fp16_compute_nodes"] == graphs["fp16"]["fp16_compute_nodes"] >= 49
-    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(out / "validation" / "model.onnx"), load_external_data=False)
     report = lint_model(model)
     assert report.ok and len(report.quantized_layers) == 49
     inits = {t.name: t for t in model.graph.initializer}

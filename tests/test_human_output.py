@@ -60,7 +60,7 @@ def test_validate_says_where_the_report_went_and_prints_percentages(random_testb
     shutil.copytree(random_testbed_bundle, bundle)
     proc = run_cli("validate", str(bundle), "--data", "fashion-mnist", "--limit", "20", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"wrote {bundle / 'validation.json'}" in proc.stderr.splitlines()
-    report = json.loads((bundle / "validation.json").read_text())
+    assert f"wrote {bundle / 'deploy' / 'validation.json'}" in proc.stderr.splitlines()
+    report = json.loads((bundle / "deploy" / "validation.json").read_text())
     assert f"top-1 agreement {100 * report['top1_agreement']:.2f}%" in proc.stdout
     assert f"vs torch {100 * report['accuracy']['torch']['top1']:.2f}%" in proc.stdout

@@ -41,12 +41,12 @@ def test_kept_layer_has_no_qdq_in_the_graph_and_no_quantizer_in_the_reference(ke
 
     out, result = kept_bundle
     assert result["quantized_layers"] == TESTBED_LAYERS - 1 and result["keep_fp"] == [KEPT]
-    model = onnx.load(str(out / "model.onnx"))
+    model = onnx.load(str(load_bundle(out).onnx_path))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") == TESTBED_LAYERS - 1 and ops.count("DequantizeLinear") == 2 * (TESTBED_LAYERS - 1)  # one layer fewer
     assert "DequantizeLinear" not in _matmul_inputs(model, "resblocks.1/mlp/c_proj/")
     assert _matmul_inputs(model, "resblocks.0/mlp/c_proj/").count("DequantizeLinear") == 1  # the input; the weight via Transpose
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = load_bundle(out).manifest
     assert manifest["reference"]["config"]["keep_fp"] == [KEPT] and manifest["ptq"]["keep_fp"] == [KEPT]
     ref = TorchRunner(load_bundle(out)).model
     assert not [n for n in fake_quantizers(ref) if n.startswith(KEPT + ".")]

@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from p4q_export.deploy.bundle import load_bundle
 from p4q_export.deploy.precision import FP32_OPS, graphs_for, head_nodes, tensor_types
 from p4q_export.deploy.trt_lint import (
     check_trt_compatible,
@@ -32,11 +33,13 @@ def bundle(testbed_model, tmp_path_factory):
 
 
 def test_trt_bundle_carries_the_deploy_graph_the_int8_graph_and_the_fp16_twin(bundle):
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads((bundle / "deploy" / "manifest.json").read_text())
     assert manifest["precision"] == "int8-fp16"
     assert set(manifest["graphs"]) == {"int8", "int8-fp16", "fp16"}
     for entry in manifest["graphs"].values():
-        assert entry["file"] in manifest["files"] and entry["trt_lint"] == "passed"
+        listed = manifest["files"] if entry["folder"] == "deploy" else manifest["validation"]["files"]
+        assert entry["file"] in listed and entry["trt_lint"] == "passed"
+    assert [k for k, e in manifest["graphs"].items() if e["folder"] == "deploy"] == ["int8-fp16"]
     g = manifest["graphs"]
     assert g["int8"]["qdq_pairs"] == g["int8-fp16"]["qdq_pairs"] == 2 * g["int8"]["quantized_layers"] > 0
     assert g["fp16"]["qdq_pairs"] == 0 and g["fp16"]["quantized"] is False
@@ -45,8 +48,7 @@ def test_trt_bundle_carries_the_deploy_graph_the_int8_graph_and_the_fp16_twin(bu
 
 @pytest.mark.parametrize("key", ["int8-fp16", "fp16"])
 def test_fp16_graphs_keep_layernorm_softmax_normalization_and_logits_in_fp32(bundle, key):
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    model = onnx.load(str(bundle / manifest["graphs"][key]["file"]))
+    model = onnx.load(str(load_bundle(bundle).graph_path(key)))
     types = tensor_types(model)
     fp32, fp16 = TensorProto.FLOAT, TensorProto.FLOAT16
     islands = [n for n in model.graph.node if n.op_type in FP32_OPS]
@@ -75,7 +77,7 @@ def test_every_graph_validates_against_the_reference_on_500_images(bundle, cli, 
     # the FP16 twin is compared with the unquantized network, the int8-fp16 graph with the fake-quant one
     assert ("quantizers off" in r["reference"]) == (precision == "fp16")
     name = "validation.json" if precision == "int8-fp16" else f"validation.{precision}.json"
-    assert json.loads((bundle / name).read_text())["precision"] == precision
+    assert json.loads((bundle / "deploy" / name).read_text())["precision"] == precision
     if precision == "int8-fp16":  # eval of a bundle scores the deploy graph, on the same 500 images
         e = json.loads(cli("--json", "eval", str(bundle), "--data", "fashion-mnist", "--limit", "500", check=True).stdout)
         assert e["precision"] == "int8-fp16" and e["top1"] == r["accuracy"]["ort-exact"]["top1"]

@@ -30,7 +30,7 @@ def test_predict_json(bundle, images, cli):
     proc = cli("--json", "predict", str(bundle), *map(str, images), "--top-k", "3", check=True)
     out = json.loads(proc.stdout)
     assert [p["file"] for p in out["predictions"]] == [str(f) for f in images]
-    classnames = (bundle / "classnames.txt").read_text().split("\n")
+    classnames = (bundle / "deploy" / "classnames.txt").read_text().split("\n")
     for p in out["predictions"]:
         assert len(p["labels"]) == len(p["scores"]) == 3
         assert set(p["labels"]) <= set(classnames)

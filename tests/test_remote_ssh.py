@@ -75,17 +75,27 @@ def test_remote_arguments_are_quoted():
         SshTarget("user@host; rm -rf /")
 
 
-def test_bundle_tar_leaves_engines_and_bench_behind(tmp_path):
+def _tar_names(b: Path, files: tuple, start: Path | None = None) -> list[str]:
     import io
     import tarfile
 
-    b = tmp_path / "b"
-    for rel in ("model.onnx", "engines/x.plan", "bench/bench.json", "manifest.json"):
+    for rel in files:
         (b / rel).parent.mkdir(parents=True, exist_ok=True)
         (b / rel).write_text("x")
-    with tarfile.open(fileobj=io.BytesIO(bundle_tar(b))) as tar:
-        names = tar.getnames()
-    assert sorted(names) == ["b", "b/manifest.json", "b/model.onnx"]
+    with tarfile.open(fileobj=io.BytesIO(bundle_tar(start or b))) as tar:
+        return sorted(tar.getnames())
+
+
+def test_bundle_tar_leaves_engines_bench_and_the_reference_behind(tmp_path):
+    files = ("deploy/model.int8-fp16.onnx", "deploy/manifest.json", "deploy/engines/x.plan", "bench/bench.json",
+             "validation/model.fp16.onnx", "validation/reference.pt", "validation/calibration-x.txt")
+    kept = ["b", "b/deploy", "b/deploy/manifest.json", "b/deploy/model.int8-fp16.onnx", "b/validation",
+            "b/validation/model.fp16.onnx"]
+    assert _tar_names(tmp_path / "b", files) == kept
+    assert _tar_names(tmp_path / "b", files, start=tmp_path / "b" / "deploy") == kept  # BUNDLE/deploy: the whole bundle
+    # a flat bundle from before the split: its reference.pt is part of the verified set, so it goes too
+    flat = ("model.onnx", "reference.pt", "engines/x.plan", "bench/bench.json", "manifest.json")
+    assert _tar_names(tmp_path / "old", flat) == ["old", "old/manifest.json", "old/model.onnx", "old/reference.pt"]
 
 
 @needs_sshd
@@ -102,7 +112,7 @@ def test_bench_over_ssh_with_a_hostile_bundle_name(sshd, tmp_path, cli):
     rep = json.loads(proc.stdout)
     assert rep["host"] == f"{sshd['user']}@127.0.0.1" and rep["device"] == "cpu"
     assert [(r["backend"], r["precision"], r["batch"]) for r in rep["results"]] == [("ort", "int8", 1), ("ort", "int8", 2)]
-    assert (remote_root / bundle.name / "model.onnx").is_file()  # copied under its literal name
+    assert (remote_root / bundle.name / "deploy" / "model.onnx").is_file()  # copied under its literal name
     assert (bundle / "bench" / "bench.json").is_file()  # the report comes back here
     for where in (Path.home(), tmp_path, remote_root, Path.cwd()):
         assert not list(where.glob("INJECTED*")), f"shell injection ran in {where}"

@@ -185,9 +185,9 @@ def test_an_edited_manifest_is_refused_with_the_field_that_changed(random_testbe
 
     bundle = tmp_path / "bundle"
     shutil.copytree(random_testbed_bundle, bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads((bundle / "deploy" / "manifest.json").read_text())
     manifest["classnames"][0] = "something else"
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (bundle / "deploy" / "manifest.json").write_text(json.dumps(manifest, indent=2))
     image = REPO / "docs" / "glyphs-contact-sheet.png"
     args = {"predict": ["predict", str(bundle), str(image)],
             "validate": ["validate", str(bundle), "--data", "fashion-mnist", "--limit", "8"],
@@ -195,7 +195,7 @@ def test_an_edited_manifest_is_refused_with_the_field_that_changed(random_testbe
             "bench": ["bench", str(bundle), "--batch", "1", "--iterations", "1"]}[command]
     proc = run_cli(*args)
     assert proc.returncode == 2, proc.stderr
-    assert _one_error_line(proc) == (f"error: bundle {bundle}: manifest.json was edited after export (field 'classnames' changed); "
+    assert _one_error_line(proc) == (f"error: bundle {bundle / 'deploy'}: manifest.json was edited after export (field 'classnames' changed); "
                                      "export it again")
     assert proc.stdout == ""
 

@@ -44,8 +44,8 @@ def test_build_load_and_match_ort_exact(tiny_bundle, cli):
     proc = cli("build-engine", str(tiny_bundle), "--int8", "--batch", "1,2,4", "--no-validate", "--json")
     assert proc.returncode == 0, proc.stderr
     entry = json.loads(proc.stdout)["engine"]
-    assert (tiny_bundle / entry["path"]).is_file() and entry["tensorrt"] and entry["compute_capability"]
-    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert (tiny_bundle / "deploy" / entry["path"]).is_file() and entry["tensorrt"] and entry["compute_capability"]
+    manifest = json.loads((tiny_bundle / "deploy" / "manifest.json").read_text())
     assert manifest["engines"][0]["path"] == entry["path"] and entry["path"] in manifest["files"]
 
     from p4q_export.runtime.base import open_runner
@@ -53,7 +53,7 @@ def test_build_load_and_match_ort_exact(tiny_bundle, cli):
     x = np.random.default_rng(0).standard_normal((64, 3, 8, 8), dtype=np.float32)
     trt_out = open_runner(tiny_bundle, "trt")(x)
     # the graph the engine was built from (int8-fp16 on TensorRT 10/11), run exactly by ORT
-    graph = entry["precision"] if entry["precision"] in json.loads((tiny_bundle / "manifest.json").read_text())["graphs"] else "int8"
+    graph = entry["precision"] if entry["precision"] in json.loads((tiny_bundle / "deploy" / "manifest.json").read_text())["graphs"] else "int8"
     ort_out = open_runner(tiny_bundle, "ort-exact", precision=graph)(x)
     # the same INT8 codes: per-image cosine ~1, differences far below one quantization step
     cos = (trt_out * ort_out).sum(1) / (np.linalg.norm(trt_out, axis=1) * np.linalg.norm(ort_out, axis=1))
@@ -66,11 +66,11 @@ def test_build_load_and_match_ort_exact(tiny_bundle, cli):
 @pytest.mark.tensorrt
 def test_engine_from_another_gpu_is_refused(tiny_bundle, cli):
     assert cli("build-engine", str(tiny_bundle), "--int8", "--batch", "1,1,2", "--no-validate").returncode == 0
-    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    m = json.loads((tiny_bundle / "deploy" / "manifest.json").read_text())
     m["engines"][0]["gpu"] = "Some Other GPU"
     from p4q_export.deploy.bundle import seal
 
-    (tiny_bundle / "manifest.json").write_text(json.dumps(seal(m)))  # an engine entry as if recorded there
+    (tiny_bundle / "deploy" / "manifest.json").write_text(json.dumps(seal(m)))  # an engine entry as if recorded there
     from p4q_export.runtime.trt_runner import TrtRunner
 
     with pytest.raises(UserError, match="Rebuild"):

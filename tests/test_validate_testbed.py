@@ -39,7 +39,7 @@ def test_validate_ort_exact_matches_reference(trt_bundle, cli):
     assert {"cosine_mean", "max_abs_diff"} <= set(r)
     assert abs(r["accuracy"]["ort-exact"]["top1"] - r["accuracy"]["torch"]["top1"]) <= 0.005
     assert r["accuracy"]["torch"]["top1"] > 0.7  # a real classifier, not noise
-    assert json.loads((trt_bundle / "validation.json").read_text())["passed"] is True
+    assert json.loads((trt_bundle / "deploy" / "validation.json").read_text())["passed"] is True
 
 
 def test_impossible_threshold_fails_with_exit_1(trt_bundle, cli):
@@ -78,7 +78,7 @@ def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli
     out = tmp_path / "bundle"
     result = _export(cli, run, out)
     assert result["source"] == "run" and result["quantized_layers"] == 17 + 2  # tower + the adapter's 2
-    assert json.loads((out / "manifest.json").read_text())["accuracy"] == metrics["accuracy"]
+    assert load_bundle(out).manifest["accuracy"] == metrics["accuracy"]
 
     # the deploy graph (int8-fp16) and the FP16 twin, each against its reference
     for precision in ("int8-fp16", "fp16"):
@@ -89,7 +89,7 @@ def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli
     bundle = load_bundle(out)
     test = load_dataset("fashion-mnist", "test")
     sample = test.subset(eval_subset(len(test), 1000))
-    logits = run_batched(open_runner(bundle, "ort-exact"), dataset_inputs(bundle, sample))
+    logits = run_batched(open_runner(bundle, "ort-exact", precision="int8"), dataset_inputs(bundle, sample))
     top1 = float((logits.argmax(1) == sample.labels).mean())
     trained = metrics["accuracy"]["trained"]
     trained = trained["top1"] if isinstance(trained, dict) else trained
@@ -110,7 +110,7 @@ def test_ort_x86_run_keeps_7_bit_adapter_weights_and_passes_the_fast_path(testbe
         "--device", "cpu", "--out", str(run), check=True)
     out = tmp_path / "bundle"
     _export(cli, run, out, "--uint8-input", "--device", "cpu")
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = load_bundle(out).manifest
     assert manifest["profile"]["name"] == "ort-x86" and manifest["reference"]["config"]["adapter"]["bits"] == 8
     adapter = TorchRunner(load_bundle(out)).model.adapter
     for layer in (adapter.fc.in_fc, adapter.fc.out_fc):

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..deploy.bundle import load_bundle
 from ..models.testbed import cache_root
 from .run import machine_info
 
@@ -42,7 +43,7 @@ def measure(model: str, root: Path, calib_images: int, limit: int, iterations: i
     if rc != 0:
         return {**row, "error": f"export exit {rc} (see {root / f'{model}.export.log'})"}
     exported = json.loads(out)
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = load_bundle(bundle, verify=False).manifest
     row.update(family=exported["tower_family"], int8_layers=exported["quantized_layers"],
                int8_mac_fraction=exported["int8_mac_fraction"], gmacs=round(manifest["onnx"]["total_macs"] / 1e9, 2),
                export_s=round(seconds, 1), export_peak_gib=round(peak, 2))

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..deploy.bundle import FORMAT, load_bundle
+from ..errors import UserError
 from ..models.testbed import cache_root
 from ..progress import pct
 from .report import markdown_table, speedups, write_report
@@ -26,7 +28,7 @@ BARS = {"× vs ORT FP32": 1.5, "× vs eager": 2.5}  # ORT INT8 (fast) at batch 1
 
 
 def _export(source: str, out: Path) -> Path:
-    if _has_embedding_output(out):
+    if _current_bundle(out):
         return out
     print(f"exporting {source} -> {out} (first run only)", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", "p4q_export.cli", "export", source, "--data", "fashion-mnist", "--profile", "ort-x86",
@@ -49,15 +51,13 @@ def bundles(only: str | None) -> dict[str, Path]:
     return chosen
 
 
-def _has_embedding_output(bundle: Path) -> bool:
-    """A bundle exported by this version (older ones lack the embedding output validate compares)."""
-    import json
-
+def _current_bundle(bundle: Path) -> bool:
+    """A bundle exported by this version: deploy/validation folders, INT8 weights, the embedding output."""
     try:
-        outputs = json.loads((bundle / "manifest.json").read_text())["outputs"]
-    except (OSError, ValueError, KeyError):
+        manifest = load_bundle(bundle, verify=False).manifest
+    except UserError:
         return False
-    return any(o.get("name") == "embedding" for o in outputs)
+    return manifest.get("format") == FORMAT and any(o.get("name") == "embedding" for o in manifest.get("outputs", []))
 
 
 def validation_line(bundle: Path, limit: int) -> str:

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import tarfile
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 from ..errors import UserError
@@ -22,6 +23,8 @@ SSH_UNREACHABLE = 255  # ssh's own exit status for connection/auth failures
 COMMAND_NOT_FOUND = 127
 REMOTE_ROOT = ".cache/p4q-export/remote-bundles"  # relative: ssh runs remote commands in $HOME
 NOT_COPIED = ("engines", "bench")  # engines are per device; bench output is per run
+# validate runs where the bundle was made: the bench needs the graphs, not the PyTorch reference
+VALIDATION_ONLY = ("reference.pt", "calibration-*")
 _DESTINATION = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._:\[\]-]+$")
 
 
@@ -86,14 +89,31 @@ def check_remote(target: SshTarget, remote_cmd: str) -> None:
                         "install p4q-export there or pass --remote-command PATH")
 
 
+def bundle_root(bundle_dir: Path) -> Path:
+    """BUNDLE for BUNDLE/deploy: the bench copies the graphs of both folders."""
+    from ..deploy.bundle import DEPLOY_DIR, MANIFEST, VALIDATION_DIR
+
+    bundle_dir = Path(bundle_dir)
+    if bundle_dir.name == DEPLOY_DIR and (bundle_dir / MANIFEST).is_file() and (bundle_dir.parent / VALIDATION_DIR).is_dir():
+        return bundle_dir.parent
+    return bundle_dir
+
+
 def bundle_tar(bundle_dir: Path) -> bytes:
-    """The bundle as an uncompressed tar (INT8 ONNX compresses poorly), without engines/ and bench/."""
+    """The bundle as an uncompressed tar (INT8 ONNX compresses poorly), without engines/, bench/ and
+    what only validate reads (reference.pt, the calibration lists)."""
+    from ..deploy.bundle import DEPLOY_DIR, VALIDATION_DIR
+
     buf = io.BytesIO()
+    bundle_dir = bundle_root(bundle_dir)
     name = bundle_dir.name
 
     def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        parts = Path(info.name).parts
-        return None if len(parts) > 1 and parts[1] in NOT_COPIED else info
+        parts = Path(info.name).parts[1:]
+        if parts[:1] == (VALIDATION_DIR,) and len(parts) == 2 and any(fnmatch(parts[1], p) for p in VALIDATION_ONLY):
+            return None
+        parts = parts[1:] if parts[:1] == (DEPLOY_DIR,) else parts
+        return None if parts and parts[0] in NOT_COPIED else info
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(str(bundle_dir), arcname=name, filter=keep)
@@ -103,7 +123,7 @@ def bundle_tar(bundle_dir: Path) -> bytes:
 def copy_bundle(target: SshTarget, bundle_dir: Path, remote_root: str = REMOTE_ROOT) -> str:
     """Replace REMOTE_ROOT/<bundle name> on the target with this bundle; returns its remote path.
     tar over ssh: one connection, no scp path parsing, the same quoting as every other command."""
-    bundle_dir = Path(bundle_dir).resolve()
+    bundle_dir = bundle_root(Path(bundle_dir).resolve())
     if bundle_dir.name in ("", ".", ".."):
         raise UserError(f"cannot copy bundle {bundle_dir}")
     remote_dir = f"{remote_root.rstrip('/')}/{bundle_dir.name}"

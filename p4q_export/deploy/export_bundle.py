@@ -1,5 +1,6 @@
 """`export` end to end: fold → QDQ ONNX → TensorRT lint → reference.pt → manifest, all into a
-staging dir renamed into place only when every step succeeded."""
+staging dir renamed into place only when every step succeeded. The deploy graph and class names go
+to deploy/, the rest to validation/ (bundle.py)."""
 
 from __future__ import annotations
 
@@ -71,10 +72,15 @@ def tower_info(visual) -> dict:
     return {**visual.p4q_tower, "quantized_layers": list(visual.p4q_quantized)}
 
 
-def _write_graphs(model, precision: str, staging: Path, report, quantized: set[str], started: float) -> dict:
-    """Every graph of the bundle beside model.onnx (int8), each linted; their manifest entries."""
-    graphs = {"int8": {"file": B.ONNX_FILE, "opset": OPSET, "quantized": True, "compute": "fp32", "qdq_pairs": report.qdq_pairs,
-                       "quantized_layers": len(report.quantized_layers), "trt_lint": "passed"}}
+def _folder(key: str, precision: str, deploy: Path, validation: Path) -> Path:
+    """The deploy graph goes to deploy/, every other graph to validation/."""
+    return deploy if key == precision else validation
+
+
+def _write_graphs(model, int8_entry: dict, precision: str, deploy: Path, validation: Path, quantized: set[str],
+                  started: float) -> dict:
+    """Every graph of the bundle but model.onnx (int8, written already), each linted; their manifest entries."""
+    graphs = {"int8": int8_entry}
     for key in graphs_for(precision):
         if key == "int8":
             continue
@@ -85,8 +91,9 @@ def _write_graphs(model, precision: str, staging: Path, report, quantized: set[s
         types = tensor_types(graph) if fp16 else None  # shape inference once, for the lint and the count
         rep = check_trt_compatible(graph, expected_layers=len(quantized) if is_q else 0,
                                    quantized_modules=quantized if is_q else set(), fp32_nodes=head, types=types)
-        onnx.save(graph, str(staging / FILES[key]))
-        graphs[key] = {"file": FILES[key], "opset": FP16_OPSET if fp16 else OPSET, "quantized": is_q,
+        folder = _folder(key, precision, deploy, validation)
+        onnx.save(graph, str(folder / FILES[key]))
+        graphs[key] = {"file": FILES[key], "folder": folder.name, "opset": FP16_OPSET if fp16 else OPSET, "quantized": is_q,
                        "compute": "fp16" if fp16 else "fp32", "qdq_pairs": rep.qdq_pairs, "quantized_layers": len(rep.quantized_layers),
                        "trt_lint": "passed"}
         if fp16:
@@ -113,12 +120,12 @@ def _manifest(folded: FoldedModel, report, graphs: dict, precision: str, started
         "preprocessing": preprocessing,
         "inputs": inputs,
         "outputs": outputs,
-        "onnx": {"file": B.ONNX_FILE, "opset": OPSET, "quantized_layers": len(report.quantized_layers),
+        "onnx": {"file": B.ONNX_FILE, "folder": graphs["int8"]["folder"], "opset": OPSET, "quantized_layers": len(report.quantized_layers),
                  "qdq_pairs": report.qdq_pairs, "trt_lint": "passed", **macs,
                  "weight_form": "int8 initializer -> DequantizeLinear (per-channel axis 0)"},
         "precision": precision,  # the deploy graph: graphs[precision]
         "graphs": graphs,
-        "reference": {"file": B.REFERENCE_FILE, "config": cfg},
+        "reference": {"file": B.REFERENCE_FILE, "folder": B.VALIDATION_DIR, "config": cfg},
         "accuracy": folded.accuracy,
         "ptq": folded.ptq_info,
         "validation_thresholds": dict(DEFAULT_THRESHOLDS),
@@ -158,34 +165,39 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
            precision: str) -> dict:
     quantized = _quantized_modules(folded)
 
-    def write(staging: Path) -> dict:
+    def write(deploy: Path, validation: Path) -> dict:
         log(f"[{time.time() - started:.0f}s] exporting ONNX (opset {OPSET}, profile {folded.profile.name}) ...")
         meta = {"p4q_export.profile": folded.profile.name, "p4q_export.classnames": json.dumps(folded.classnames)}
-        model = export_onnx(folded.module, staging / B.ONNX_FILE, folded.preprocess.image_size, uint8_input, with_embedding, meta)
+        int8_dir = _folder("int8", precision, deploy, validation)
+        model = export_onnx(folded.module, int8_dir / B.ONNX_FILE, folded.preprocess.image_size, uint8_input, with_embedding, meta)
         int8 = make_graph(model, "int8")  # weights stored as INT8 codes: about a quarter of the exported file
-        onnx.save(int8, str(staging / B.ONNX_FILE))
+        onnx.save(int8, str(int8_dir / B.ONNX_FILE))
         log(f"[{time.time() - started:.0f}s] checking TensorRT compatibility ...")
         report = check_trt_compatible(int8, expected_layers=len(quantized), quantized_modules=quantized)
         macs = mac_summary(int8, report.quantized_layers)
         del int8
         log(f"[{time.time() - started:.0f}s] {len(quantized)} INT8 layers, {100 * macs['int8_mac_fraction']:.1f}% of the "
             f"image tower's {macs['total_macs'] / 1e9:.2f} GMACs")
-        graphs = _write_graphs(model, precision, staging, report, quantized, started)
+        int8_entry = {"file": B.ONNX_FILE, "folder": int8_dir.name, "opset": OPSET, "quantized": True, "compute": "fp32",
+                      "qdq_pairs": report.qdq_pairs, "quantized_layers": len(report.quantized_layers), "trt_lint": "passed"}
+        graphs = _write_graphs(model, int8_entry, precision, deploy, validation, quantized, started)
         log(f"[{time.time() - started:.0f}s] writing reference.pt and manifest ...")
         del model
-        torch.save(folded.module.state_dict(), staging / B.REFERENCE_FILE)
-        (staging / B.CLASSNAMES_FILE).write_text("\n".join(folded.classnames) + "\n")
+        torch.save(folded.module.state_dict(), validation / B.REFERENCE_FILE)
+        (deploy / B.CLASSNAMES_FILE).write_text("\n".join(folded.classnames) + "\n")
         for f in calib_dir.glob("*"):  # the calibration image list, for reproducibility
-            shutil.copy(f, staging / f"calibration-{f.name}")
+            shutil.copy(f, validation / f"calibration-{f.name}")
         return _manifest(folded, report, graphs, precision, started, uint8_input, with_embedding, macs)
 
     manifest = B.write_bundle(out, write, force=force)
-    log(f"wrote {out} ({', '.join(sorted(manifest['files']))})")
+    log(f"wrote {out}: {B.DEPLOY_DIR}/ ({', '.join(sorted(manifest['files']))}; {manifest['sizes']['deploy_bytes'] / 1e6:.1f} MB, "
+        f"what a device needs) and {B.VALIDATION_DIR}/ ({', '.join(sorted(manifest['validation']['files']))}; "
+        f"{manifest['sizes']['validation_bytes'] / 1e6:.1f} MB, for validate)")
     return {
         "out": str(out),
         "profile": manifest["profile"]["name"],
         "precision": manifest["precision"],
-        "graphs": {k: v["file"] for k, v in manifest["graphs"].items()},
+        "graphs": {k: f"{v['folder']}/{v['file']}" for k, v in manifest["graphs"].items()},
         "source": manifest["source"],
         "classes": len(manifest["classnames"]),
         "quantized_layers": manifest["onnx"]["quantized_layers"],
@@ -194,7 +206,10 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         "tower_family": manifest["tower"]["family"],
         "keep_fp": manifest["reference"]["config"].get("keep_fp", []),
         "uint8_input": uint8_input,
-        "files": {k: v["bytes"] for k, v in manifest["files"].items()},
+        "files": {**{f"{B.DEPLOY_DIR}/{k}": v["bytes"] for k, v in manifest["files"].items()},
+                  **{f"{B.VALIDATION_DIR}/{k}": v["bytes"] for k, v in manifest["validation"]["files"].items()}},
+        "deploy": {"dir": str(out / B.DEPLOY_DIR), "bytes": manifest["sizes"]["deploy_bytes"]},
+        "validation": {"dir": str(out / B.VALIDATION_DIR), "bytes": manifest["sizes"]["validation_bytes"]},
         "seconds": round(time.time() - started, 2),
     }
 

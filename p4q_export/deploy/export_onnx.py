@@ -43,6 +43,25 @@ def _inline_identity_constants(model: onnx.ModelProto) -> None:
     g.node.extend(keep)
 
 
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and shape simplification (onnxslim): the exporter's shape arithmetic
+    (Constant, Shape, Gather, Concat, Cast chains) folds away and unused initializers go. Only
+    onnxslim's shape patterns run (Elimination*, FusionConcatReshape): its arithmetic fusions
+    (Conv+Mul, MatMul+Add -> Gemm, ...) would fold float ops into quantized layers' weights, and
+    its Conv+Mul pattern fails on a Conv whose weight comes from a DequantizeLinear. Q/DQ pairs stay
+    as they are. ViT-B-32's node count roughly halves, and the graph computes what it computed
+    before (tests/test_bundle_folders.py)."""
+    import onnxslim
+    from onnxslim.core.pattern.registry import DEFAULT_FUSION_PATTERNS
+
+    arithmetic = [p for p in DEFAULT_FUSION_PATTERNS if not p.startswith("Elimination") and p != "FusionConcatReshape"]
+    slim = onnxslim.slim(model, skip_fusion_patterns=arithmetic)
+    slim.producer_name = model.producer_name
+    del slim.metadata_props[:]
+    slim.metadata_props.extend(model.metadata_props)
+    return slim
+
+
 def io_spec(image_size: int, uint8_input: bool, num_classes: int, embed_dim: int, with_embedding: bool) -> tuple[list, list]:
     """Input/output names, dtypes and shapes as recorded in the manifest."""
     inputs = [{"name": INPUT_NAME, "dtype": "uint8" if uint8_input else "float32", "shape": ["batch", 3, image_size, image_size],
@@ -70,6 +89,7 @@ def export_onnx(module: torch.nn.Module, path: Path, image_size: int, uint8_inpu
         )
     model = onnx.load(str(path))
     _inline_identity_constants(model)
+    model = simplify(model)
     model.producer_name = "p4q-export"
     for key, value in (metadata or {}).items():
         model.metadata_props.add(key=key, value=value)

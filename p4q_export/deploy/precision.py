@@ -33,6 +33,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import UserError
+from .export_onnx import simplify
 from .int8_weights import with_int8_weights
 from .qdq import strip_qdq
 
@@ -134,9 +135,9 @@ def make_graph(int8_model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     if precision == "int8-fp16":
         # AutoCast first (FP16 weights and scales), then the codes those give: the same codes ORT
         # computed at session start from the graph before weights were stored as INT8
-        out = with_int8_weights(to_fp16(int8_model))
+        out = with_int8_weights(simplify(to_fp16(int8_model)))
     elif precision == "fp16":
-        out = to_fp16(strip_qdq(int8_model))
+        out = simplify(to_fp16(strip_qdq(int8_model)))
     else:
         out = strip_qdq(int8_model)
     del out.metadata_props[:]

@@ -17,12 +17,13 @@ from ..errors import UserError
 
 
 class OrtRunner:
-    def __init__(self, bundle, exact: bool = False, precision: str = "int8", threads: int | None = None):
+    def __init__(self, bundle, exact: bool = False, precision: str | None = None, threads: int | None = None):
+        """`precision`: which graph (default: the deploy graph, the one a device copy holds)."""
         import onnxruntime as ort
 
         from ..deploy.precision import check_precision
 
-        check_precision(precision)
+        precision = check_precision(precision or bundle.precision)
         self.backend = "ort-exact" if exact else "ort"
         self.precision = precision
         so = ort.SessionOptions()

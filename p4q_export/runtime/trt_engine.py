@@ -130,22 +130,24 @@ def check_engine_compatible(entry: dict, gpu_name: str, compute_capability: str,
 
 def read_manifest(bundle_dir: Path) -> dict:
     """The manifest as it stands (no hash check: engines are looked up on every run)."""
-    return read_json(Path(bundle_dir) / "manifest.json",
+    from ..deploy.bundle import manifest_dir
+
+    return read_json(manifest_dir(bundle_dir) / "manifest.json",
                      f"{bundle_dir} is not a bundle (no manifest.json); make one with `p4q-export export`")
 
 
 def record_engine(bundle_dir: Path, entry: dict) -> dict:
     """Add (or replace, same path) an engine entry in manifest.json, with its hash in the bundle's
     "files" map (so load_bundle verifies the engine too); atomic write. The one manifest updater."""
-    bundle_dir = Path(bundle_dir)
+    from ..deploy.bundle import manifest_dir, seal
+
+    bundle_dir = manifest_dir(bundle_dir)
     manifest = read_manifest(bundle_dir)
     engines = [e for e in manifest.get("engines", []) if e.get("path") != entry["path"]]
     engines.append(entry)
     manifest["engines"] = engines
     manifest.setdefault("files", {})[entry["path"]] = {"sha256": entry["sha256"], "bytes": entry["bytes"]}
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    from ..deploy.bundle import seal
-
     write_json_atomic(bundle_dir / "manifest.json", seal(manifest))
     return manifest
 
@@ -282,8 +284,8 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
 
     from ..deploy.bundle import load_bundle
 
-    bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)  # verifies the hashes before building from the graph
+    bundle_dir = bundle.path  # engines go to deploy/: the device needs them
     io = bundle.engine_io
     setup = builder_setup(trt.__version__, options.engine, bundle.graphs)
     gpu = gpu_info()

@@ -34,7 +34,9 @@ class TrtRunner:
         from polygraphy.backend.trt import EngineFromBytes
         from polygraphy.backend.trt import TrtRunner as PolygraphyTrtRunner
 
-        self.bundle_dir = Path(getattr(bundle, "path", bundle))
+        from ..deploy.bundle import manifest_dir
+
+        self.bundle_dir = manifest_dir(getattr(bundle, "path", bundle))
         self.precision = "fp16" if fp16 else precision
         gpu = gpu_info()
         entry = self._entry_for(engine_path, gpu, trt.__version__)

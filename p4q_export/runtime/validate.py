@@ -231,8 +231,6 @@ def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str 
     ONNX Runtime runs the deploy graph unless `precision` says otherwise."""
     bundle = load_bundle(bundle_dir)
     spec, ds = _dataset_for(bundle, data_spec, limit)
-    if backend in ("ort", "ort-exact"):
-        runner_opts.setdefault("precision", bundle.precision)
     runner = open_runner(bundle, backend, **runner_opts)
     logits = _all_outputs([runner], bundle, ds, workers)[0]["logits"]
     return {**_accuracy(logits, ds.labels), "n": len(ds), "backend": runner.backend, "precision": runner.precision, "data": spec,
