@@ -18,7 +18,12 @@ import onnx
 
 
 def _ort_quantize_static(fp32: onnx.ModelProto, inputs: np.ndarray, input_name: str) -> tuple[int, int]:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
