@@ -28,7 +28,7 @@ def build_engine(
     data: DataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Build TensorRT engines on this GPU: BUNDLE/engines/<gpu>-trt<version>[-fp16].plan + manifest entries.
+    """Build TensorRT engines on this GPU: BUNDLE/deploy/engines/<gpu>-trt<version>[-fp16].plan + manifest entries.
 
     TensorRT 10 and 11 build the bundle's graphs strongly typed; the builder flags are used only
     where a TensorRT version still needs them (8.6, or TensorRT 10 with a bundle exported before

@@ -1,5 +1,5 @@
-"""`export`: fold the class embeddings and write an INT8 QDQ ONNX bundle (model.onnx, manifest.json,
-reference.pt for validation)."""
+"""`export`: fold the class embeddings and write an INT8 QDQ ONNX bundle: deploy/ (the deploy graph,
+manifest.json, classnames.txt: what a device gets) and validation/ (reference.pt, the other graphs)."""
 
 from __future__ import annotations
 
@@ -28,14 +28,17 @@ def export(
     precision: Annotated[str | None, typer.Option("--precision", help="The deploy graph: int8-fp16 (Q/DQ, FP16 elsewhere, "
                                                    "LayerNorm/Softmax/normalization/logits FP32: strongly typed TensorRT 10 and 11; default "
                                                    "for --profile trt), int8 (Q/DQ, FP32 elsewhere; default for ort-x86), fp16 or fp32 "
-                                                   "(no Q/DQ). model.onnx (int8) is always written, and quantized bundles carry the FP16 "
-                                                   "twin model.fp16.onnx.")] = None,
+                                                   "(no Q/DQ). It goes to OUT/deploy/; model.onnx (int8) is always written, and quantized "
+                                                   "bundles carry the FP16 twin model.fp16.onnx, in OUT/validation/ unless deployed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds a p4q-export bundle (never a run or other files).")] = False,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a run (learned prompts + QAdapter) or a bare MODEL (zero-shot head of --data's classes) to an INT8 QDQ ONNX bundle."""
+    """Export a run (learned prompts + QAdapter) or a bare MODEL (zero-shot head of --data's classes) to an INT8 QDQ ONNX bundle.
+
+    OUT/deploy/ is what a device needs (copy it alone: predict, bench and build-engine take it);
+    OUT/validation/ holds what only validate reads. Every command takes OUT or OUT/deploy."""
     from ..deploy.export_bundle import export_bundle
 
     result = export_bundle(source, out, profile=profile, data=data, calib_images=calib_images,
@@ -44,4 +47,5 @@ def export(
     emit(result, json_out, lambda d: f"wrote {d['out']}: profile {d['profile']}, {d['precision']} deploy graph "
          f"({', '.join(d['graphs'].values())}), {d['tower_family']} tower: {d['quantized_layers']} INT8 layers, "
          f"{100 * d['int8_mac_fraction']:.1f}% of its MACs in INT8, "
-         f"{d['classes']} classes, {d['seconds']:.1f}s")
+         f"{d['classes']} classes, {d['seconds']:.1f}s; {d['deploy']['dir']} {d['deploy']['bytes'] / 1e6:.1f} MB (what a device "
+         f"needs), {d['validation']['dir']} {d['validation']['bytes'] / 1e6:.1f} MB (for validate)")

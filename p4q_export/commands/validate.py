@@ -28,7 +28,7 @@ def validate(
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Compare a backend's outputs with the PyTorch reference; writes BUNDLE/validation.json.
+    """Compare a backend's outputs with the PyTorch reference; writes BUNDLE/deploy/validation.json.
 
     The cosine that gates is the image embedding's where the bundle has that output (the default
     export), else the logits'. Top-1 agreement leaves out the images the reference ties."""
