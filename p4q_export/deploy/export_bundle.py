@@ -72,6 +72,19 @@ def tower_info(visual) -> dict:
     return {**visual.p4q_tower, "quantized_layers": list(visual.p4q_quantized)}
 
 
+def _release_memory() -> None:
+    """Hand the freed graph copies back to the OS between graphs: glibc keeps them in its arenas
+    otherwise, and ViT-B-32's peak RSS grew by about 0.9 GB per graph."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
 def _folder(key: str, precision: str, deploy: Path, validation: Path) -> Path:
     """The deploy graph goes to deploy/, every other graph to validation/."""
     return deploy if key == precision else validation
@@ -99,6 +112,7 @@ def _write_graphs(model, int8_entry: dict, precision: str, deploy: Path, validat
         if fp16:
             graphs[key].update(fp32_ops=list(FP32_OPS), fp32_head_nodes=head, fp16_compute_nodes=fp16_compute_nodes(graph, types))
         del graph
+        _release_memory()
     return graphs
 
 
@@ -176,6 +190,7 @@ def _write(folded: FoldedModel, out: Path, calib_dir: Path, started: float, uint
         report = check_trt_compatible(int8, expected_layers=len(quantized), quantized_modules=quantized)
         macs = mac_summary(int8, report.quantized_layers)
         del int8
+        _release_memory()
         log(f"[{time.time() - started:.0f}s] {len(quantized)} INT8 layers, {100 * macs['int8_mac_fraction']:.1f}% of the "
             f"image tower's {macs['total_macs'] / 1e9:.2f} GMACs")
         int8_entry = {"file": B.ONNX_FILE, "folder": int8_dir.name, "opset": OPSET, "quantized": True, "compute": "fp32",
