@@ -90,6 +90,12 @@ def evaluate(req: EvalRequest) -> dict:
         raise UserError("--amp applies to an FP model only; the quantized reference stays FP32")
     if is_run and req.keep_fp:
         raise UserError("--keep-fp: a RUN keeps the layers its recipe names (keep_fp); retrain to change them")
+    ptq_flags = {"--quant": req.quant, "--bits": req.bits, "--quantize-text": req.quantize_text,
+                 "--act-observer": req.act_observer, "--weight-observer": req.weight_observer}
+    given = [flag for flag, value in ptq_flags.items() if value]
+    if is_run and given:
+        raise UserError(f"{', '.join(given)} applies to a MODEL; a RUN is scored with the quantization it was trained with "
+                        "(its recipe's profile and bits)")
     if not is_run and req.backend not in (None, "torch"):
         raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
     device = resolve_device(req.device)

@@ -46,11 +46,17 @@ def reference(testbed_model, tmp_path_factory):
     return out, json.loads(proc.stdout)
 
 
-def test_run_outputs(reference):
+def test_run_outputs(reference, testbed_model, cli):
     out, metrics = reference
     acc = metrics["accuracy"]
-    for key in ("fp_zeroshot", "ptq_zeroshot", "trained"):
-        assert 0.0 <= acc[key] <= 1.0
+    # the ladder's first two rungs are what `eval` reports for the same model, sample and calibration
+    common = ("--json", "eval", str(testbed_model), "--data", "fashion-mnist", "--limit", "1000", "--device", "cpu")
+    fp = json.loads(cli(*common, check=True).stdout)
+    ptq = json.loads(cli(*common, "--quant", "trt", "--bits", "8/8", "--calib-images", "256", check=True).stdout)
+    run = json.loads(cli("--json", "eval", str(out), "--data", "fashion-mnist", "--limit", "1000", "--device", "cpu",
+                         check=True).stdout)
+    assert (acc["fp_zeroshot"], acc["ptq_zeroshot"], acc["trained"]) == (fp["top1"], ptq["top1"], run["top1"])
+    assert fp["n"] == ptq["n"] == run["n"] == 1000
     assert metrics["seconds"] > 0 and metrics["seeds"] == [1] and metrics["n_eval"] == 1000
     assert metrics["versions"]["torch"] and metrics["recipe"]["epochs"] == 4
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == acc
@@ -197,3 +203,12 @@ def test_torchrun_two_ranks_matches_one_process(testbed_model, reference, tmp_pa
         assert metrics["accuracy"][key] == ref["accuracy"][key]
     assert metrics["accuracy"]["trained"] == pytest.approx(ref["accuracy"]["trained"], abs=2e-3)  # ≤ 2 of 1000 images
     assert not any(p.name.startswith(".calibration") for p in out.iterdir())
+
+
+def test_eval_of_a_run_refuses_ptq_flags(reference, cli):
+    """A RUN is scored with the quantization it was trained with: --quant and friends were ignored."""
+    out, _ = reference
+    proc = cli("eval", str(out), "--data", "fashion-mnist", "--quant", "trt", "--bits", "4/4")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == ("error: --quant, --bits applies to a MODEL; a RUN is scored with the quantization it was "
+                                   "trained with (its recipe's profile and bits)")
