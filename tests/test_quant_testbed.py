@@ -79,7 +79,8 @@ def test_explicit_attention_identical_on_testbed(bed):
 
 def test_trt_w8a8_image_tower_keeps_accuracy(bed, fp_top1, tmp_path):
     top1, model, info, _ = _ptq_top1(bed, tmp_path, get_profile("trt", "8/8"), quantize_text=False)
-    assert abs(top1 - fp_top1) <= 0.02, (top1, fp_top1)
+    # measured: FP 79.70%, W8A8 79.65% on this split (2,000 images)
+    assert abs(top1 - fp_top1) <= 0.005, (top1, fp_top1)
     assert len(quant_layers(model)) == 4 * 4 + 1  # 4 blocks × (qkv, out_proj, c_fc, c_proj) + proj
     # the calibration list is written and identifies exactly the sampled images
     lines = Path(info["calibration_list"]).read_text().splitlines()
@@ -88,10 +89,10 @@ def test_trt_w8a8_image_tower_keeps_accuracy(bed, fp_top1, tmp_path):
     assert info["profile"] == "trt" and info["bits"] == "8/8"
 
 
-def test_paper_w4a4_with_text_drops_at_least_two_points(bed, fp_top1, tmp_path):
+def test_paper_w4a4_with_text_drops_two_to_five_points(bed, fp_top1, tmp_path):
     top1, model, info, _loaded = _ptq_top1(bed, tmp_path, get_profile("paper", "4/4"), quantize_text=True)
-    assert fp_top1 - top1 >= 0.02, (top1, fp_top1)
-    assert top1 > 0.5  # degraded, not broken
+    # measured: 79.70% -> 76.25% (3.45 points): degraded, not broken
+    assert 0.02 <= fp_top1 - top1 <= 0.05, (top1, fp_top1)
     assert info["n_text_captions"] == 10 * 10
     # the calibration state saved with a run reproduces the same accuracy in a fresh model
     path = tmp_path / "quant_state.pt"
@@ -102,7 +103,7 @@ def test_paper_w4a4_with_text_drops_at_least_two_points(bed, fp_top1, tmp_path):
     assert _top1(fresh.model, fresh.tokenizer, bed) == top1
 
 
-def test_paper_w3a3_with_text_drops_at_least_eight_points(bed, fp_top1, tmp_path):
+def test_paper_w3a3_with_text_drops_twelve_to_twenty_points(bed, fp_top1, tmp_path):
     top1, *_ = _ptq_top1(bed, tmp_path, get_profile("paper", "3/3"), quantize_text=True)
-    assert fp_top1 - top1 >= 0.08, (top1, fp_top1)
-    assert top1 > 0.3
+    # measured: 79.70% -> 63.70% (16.0 points)
+    assert 0.12 <= fp_top1 - top1 <= 0.20, (top1, fp_top1)
