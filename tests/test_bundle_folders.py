@@ -100,6 +100,14 @@ def test_a_deploy_folder_copied_alone_predicts_and_validate_says_what_is_missing
     assert not (device / "validation.json").exists()
     with pytest.raises(UserError, match="model.fp16.onnx is in the bundle's validation/ folder"):
         b.graph_path("fp16")
+    # a trt bundle's deploy folder on a CPU: nothing to time, and bench says why for each pair
+    proc = run_cli("--json", "bench", str(device), "--device", "cpu", "--batch", "1", "--iterations", "1", "--warmup", "0",
+                   "--out", str(tmp_path / "bench"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    said = [ln for ln in proc.stderr.splitlines() if ln.startswith("skipping ")]
+    assert report["results"] == [] and len(said) == len(report["skipped"]) == 4
+    assert all("validation/ folder" in ln for ln in said)
 
 
 def test_every_command_takes_the_bundle_or_its_deploy_folder(random_testbed_bundle):

@@ -7,7 +7,6 @@ is installed; ONNX Runtime here has only its CPU provider, so its rows are opt-i
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import re
@@ -22,8 +21,6 @@ from ..errors import UserError
 from ..progress import log as say
 from . import jetson
 from .timing import Timing, time_callable, time_cuda_events
-
-log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda", "jetson")
 # (backend, precision) in report order; the contract's names (plus bf16).
@@ -197,7 +194,7 @@ def _ensure_engine(bundle, precision: str) -> None:
     try:
         trt_engine.find_engine(bundle.path, trt_engine.gpu_info(), trt.__version__, precision)
     except UserError:
-        log.warning("building the %s TensorRT engine for this GPU (first run only)", precision)
+        say(f"building the {precision} TensorRT engine for this GPU (first run only) ...")
         options = trt_engine.BuildOptions(engine=precision)
         trt_engine.build_engine(bundle.path, options)
 
@@ -245,7 +242,7 @@ def run_bench(req: BenchRequest) -> dict:
         if TegrastatsSampler.available():
             sampler = TegrastatsSampler(req.tegrastats_interval_ms).__enter__()
         else:
-            log.warning("tegrastats not found: no power numbers")
+            say("tegrastats not found: no power numbers")
     pairs, skipped = plan_backends(req.device, req.backends)
     results = []
     try:
@@ -256,7 +253,7 @@ def run_bench(req: BenchRequest) -> dict:
                 runner = _open(bundle, backend, precision, req.threads, torch_device)
             except (UserError, ImportError, TypeError, NotImplementedError) as exc:
                 skipped.append({"backend": backend, "precision": precision, "reason": str(exc).splitlines()[0]})
-                log.warning("skipping %s/%s: %s", backend, precision, exc)
+                say(f"skipping {backend}/{precision}: {skipped[-1]['reason']}")
                 continue
             where = ran_on(backend, torch_device)
             for batch in req.batches:
@@ -266,11 +263,13 @@ def run_bench(req: BenchRequest) -> dict:
                 except _oom_errors() as exc:  # a batch too big for this GPU: report it, go on
                     skipped.append({"backend": backend, "precision": precision, "batch": batch,
                                     "reason": f"out of GPU memory ({str(exc).splitlines()[0][:120]})"})
+                    say(f"skipping {backend}/{precision} batch {batch}: {skipped[-1]['reason']}")
                     _release_gpu_memory()
                     continue
                 except (UserError, RuntimeError) as exc:  # e.g. a batch outside the engine's profile, a CUDA error
                     skipped.append({"backend": backend, "precision": precision, "batch": batch,
                                     "reason": str(exc).splitlines()[0][:200]})
+                    say(f"skipping {backend}/{precision} batch {batch}: {skipped[-1]['reason']}")
                     continue
                 row["ran_on"] = where
                 if sampler is not None:
