@@ -190,6 +190,21 @@ def test_siglip2_without_its_tokenizer_is_one_line_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_siglip_name_without_hf_tokenizer_name_is_one_line_too(tmp_path):
+    """open_clip picks its SigLIP sentencepiece tokenizer by name alone (no hf_tokenizer_name in the
+    config); that path needs `transformers` as well, and said so in a traceback."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    cfg = json.loads((TOWERS / "p4q-small-vit.json").read_text())
+    (configs / "p4q-small-siglip.json").write_text(json.dumps(cfg))
+    proc = run_cli("train", "--recipe", str(REPO / "recipes" / "testbed-p4q-w8a8.yaml"), "--set", "model=p4q-small-siglip",
+                   "--out", str(tmp_path / "run"), env={"P4Q_MODEL_CONFIGS": str(configs), "P4Q_HF_TOKENIZER": ""})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: p4q-small-siglip tokenizes text with the Hugging Face tokenizer "
+                                  "'http://storage.googleapis.com/t5-data/vocabs/cc_en.32000/sentencepiece.model'")
+    assert not (tmp_path / "run").exists()
+
+
 def test_keep_fp_leaves_convolutions_in_floating_point_and_the_lint_agrees(tmp_path):
     """keep_fp matches the same names the quantizer, the lint and the manifest use (here timm-free
     ModifiedResNet names); the kept convolutions have no Q/DQ in the graph."""

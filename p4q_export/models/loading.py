@@ -146,7 +146,7 @@ def _load_model(spec: str, device: str) -> LoadedModel:
             is_file = bool(tag) and (Path(tag).is_file() or "/" in tag or Path(tag).suffix in WEIGHT_SUFFIXES)
             if is_file and not Path(tag).is_file():
                 raise UserError(f"model checkpoint not found: {tag}")
-            require_hf_tokenizer(spec, open_clip.get_model_config(name))  # before building a large model
+            require_hf_tokenizer(spec, open_clip.get_model_config(name), name)  # before building a large model
             extra = {} if is_file else create_kwargs_for(name, tag)
             # random weights (no tag) are seeded: every process, torchrun rank and command that
             # names the same architecture gets the same model
