@@ -140,6 +140,7 @@ def _bundle_names(bundle: Path) -> list[str]:
     return manifest["classnames"]
 
 
+@pytest.mark.slow
 def test_train_eval_export_validate_agree_on_imagenet_names(cli, testbed_model, wnid_folder, tmp_path):
     import torch
 

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from p4q_export.deploy.trt_lint import lint_model
@@ -26,6 +27,7 @@ finally:
 """
 
 
+@pytest.mark.slow
 def test_vit_b32_export_time_memory_and_graph(tmp_path, repo_root):
     out = tmp_path / "vitb32"
     started = time.time()

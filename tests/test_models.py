@@ -53,6 +53,7 @@ def test_pretrained_checkpoint_is_open_clip_loadable(testbed_model):
     assert manifest["versions"]["torch"] and len(manifest["files"]["open_clip_pytorch_model.bin"]) == 64
 
 
+@pytest.mark.slow
 def test_pretrained_zero_shot_fashion_mnist_full_test_split(cli, testbed_model):
     proc = cli("eval", str(testbed_model), "--data", "fashion-mnist", "--json", check=True)
     out = json.loads(proc.stdout)
@@ -82,6 +83,7 @@ def test_bad_input_exits_2_with_one_line(cli, args, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_pretraining_is_bit_reproducible_for_a_seed(tmp_path, repo_root):
     """Same recipe and seed, same weights to the bit; another seed, other weights (a few steps on
     MNIST keep it short; the full recipe runs the same code)."""

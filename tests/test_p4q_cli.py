@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 W8A8 = "recipes/testbed-p4q-w8a8.yaml"
@@ -23,14 +24,6 @@ def short_args(model: Path, out: Path) -> list[str]:
     return ["train", "--recipe", W8A8, "--out", str(out), "--shots", "16", "--seed", "1",
             "--set", f"model={model}", "--set", "epochs=4", "--set", "calib_images=256",
             "--set", "eval_limit=1000", "--set", "cache_features=false", "--set", "threads=1", "--json"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import free_port, make_tiny_bundle
 
 from p4q_export.bench.remote import SshTarget, bundle_tar, remote_command
 from p4q_export.errors import UserError
@@ -20,12 +21,6 @@ SSHD = "/usr/sbin/sshd"
 REMOTE_P4Q = str(Path(sys.executable).with_name("p4q-export"))
 needs_sshd = pytest.mark.skipif(not (Path(SSHD).exists() and shutil.which("ssh") and shutil.which("ssh-keygen")),
                                 reason="OpenSSH server/client not installed (apt install openssh-server openssh-client)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +95,6 @@ def test_bundle_tar_leaves_engines_bench_and_the_reference_behind(tmp_path):
 
 @needs_sshd
 def test_bench_over_ssh_with_a_hostile_bundle_name(sshd, tmp_path, cli):
-    from test_bench_run import make_tiny_bundle
-
     bundle = make_tiny_bundle(tmp_path / "my bundle $(touch INJECTED)")
     remote_root = tmp_path / "remote side $(touch INJECTED2)"
     proc = cli("bench", str(bundle), "--device", "cpu", "--host", f"{sshd['user']}@127.0.0.1", "--port", str(sshd["port"]),
@@ -120,8 +113,6 @@ def test_bench_over_ssh_with_a_hostile_bundle_name(sshd, tmp_path, cli):
 
 @needs_sshd
 def test_missing_remote_p4q_export_is_one_line(sshd, tmp_path, cli):
-    from test_bench_run import make_tiny_bundle
-
     bundle = make_tiny_bundle(tmp_path / "b")
     proc = cli("bench", str(bundle), "--host", f"{sshd['user']}@127.0.0.1", "--port", str(sshd["port"]),
                "--identity", str(sshd["identity"]), "--known-hosts", str(sshd["known_hosts"]),
@@ -132,8 +123,6 @@ def test_missing_remote_p4q_export_is_one_line(sshd, tmp_path, cli):
 
 @needs_sshd
 def test_refused_connection_is_exit_2_and_one_line(tmp_path, cli):
-    from test_bench_run import make_tiny_bundle
-
     bundle = make_tiny_bundle(tmp_path / "b")
     proc = cli("bench", str(bundle), "--host", "nobody@127.0.0.1", "--port", str(free_port()),
                "--known-hosts", str(tmp_path / "kh"), "--connect-timeout", "5", "--json")
