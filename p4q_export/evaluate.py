@@ -68,15 +68,11 @@ class EvalRequest(QuantTarget):
     keep_fp: list[str] | None = None  # --quant: layers (fnmatch patterns) left FP
 
 
-def _is_bundle(path: Path) -> bool:
-    return path.is_dir() and is_bundle(path)
-
-
 def evaluate(req: EvalRequest) -> dict:
     if req.data:
         parse_spec(req.data)  # fail on a bad SPEC before loading anything
     target = Path(req.target)
-    if _is_bundle(target):
+    if is_bundle(target):
         from .runtime.validate import evaluate_bundle
 
         if req.amp or req.keep_fp:

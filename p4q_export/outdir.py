@@ -54,11 +54,11 @@ def artifact_kind(path: Path) -> str | None:
     path = Path(path)
     if not path.is_dir():
         return None
-    manifest = _json(path / "manifest.json")
-    if str(manifest.get("format", "")).startswith("p4q-bundle") or \
-            str(_json(path / "deploy" / "manifest.json").get("format", "")).startswith("p4q-bundle"):
+    from .deploy.bundle import is_bundle
+
+    if is_bundle(path):  # BUNDLE (its manifest in deploy/) or a flat bundle from before the split
         return "bundle"
-    if manifest.get("kind") == "p4q-export/pretrained-model":
+    if _json(path / "manifest.json").get("kind") == "p4q-export/pretrained-model":
         return "model"
     return "run" if _is_run(path) else None
 
