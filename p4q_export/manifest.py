@@ -14,7 +14,10 @@ from pathlib import Path
 
 from .errors import UserError
 
-TRACKED_PACKAGES = ("p4q-export", "torch", "torchvision", "open_clip_torch", "onnx", "onnxruntime", "polygraphy", "numpy", "tensorrt")
+# TensorRT comes as tensorrt, tensorrt-cu12 or tensorrt-cu13 from pip (JetPack's apt package has no
+# distribution: engine entries and GPU bench runs record runtime.cuda_env.tensorrt_install too)
+TRACKED_PACKAGES = ("p4q-export", "torch", "torchvision", "open_clip_torch", "onnx", "onnxruntime", "polygraphy", "numpy",
+                    "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "cuda-python", "cuda-bindings")
 
 
 def file_sha256(path: Path | str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,33 +124,14 @@ def test_cuda_bench_cli(bundle, cli, tmp_path):
     assert "CUDA events" in (tmp_path / "rep" / "bench.md").read_text()
 
 
-# trtexec's performance summary as TensorRT 10 prints it (the lines our parser reads).
-TRTEXEC_SUMMARY = """\
-[11/27/2026-10:00:00] [I] === Performance summary ===
-[11/27/2026-10:00:00] [I] Throughput: 2211.42 qps
-[11/27/2026-10:00:00] [I] Latency: min = 0.512 ms, max = 0.901 ms, mean = 0.547 ms, median = 0.541 ms, percentile(90%) = 0.57 ms, percentile(95%) = 0.58 ms, percentile(99%) = 0.64 ms
-[11/27/2026-10:00:00] [I] Enqueue Time: min = 0.08 ms, max = 0.2 ms, mean = 0.1 ms, median = 0.09 ms, percentile(90%) = 0.12 ms, percentile(95%) = 0.13 ms, percentile(99%) = 0.15 ms
-[11/27/2026-10:00:00] [I] H2D Latency: min = 0.011 ms, max = 0.03 ms, mean = 0.012 ms, median = 0.012 ms, percentile(90%) = 0.013 ms, percentile(95%) = 0.014 ms, percentile(99%) = 0.02 ms
-[11/27/2026-10:00:00] [I] GPU Compute Time: min = 0.44 ms, max = 0.82 ms, mean = 0.452 ms, median = 0.45 ms, percentile(90%) = 0.47 ms, percentile(95%) = 0.48 ms, percentile(99%) = 0.52 ms
-[11/27/2026-10:00:00] [I] D2H Latency: min = 0.004 ms, max = 0.01 ms, mean = 0.005 ms, median = 0.005 ms, percentile(90%) = 0.006 ms, percentile(95%) = 0.006 ms, percentile(99%) = 0.008 ms
-[11/27/2026-10:00:00] [I] Total Host Walltime: 3.00121 s
-"""
-
-
-def test_trtexec_summary_is_parsed_into_device_and_end_to_end_figures():
-    from p4q_export.bench.trt_timing import parse_trtexec_summary
-
-    s = parse_trtexec_summary(TRTEXEC_SUMMARY)
-    assert s["throughput_qps"] == 2211.42
-    assert s["gpu_compute"]["median_ms"] == 0.45 and s["gpu_compute"]["p99_ms"] == 0.52
-    assert s["latency"]["mean_ms"] == 0.547 and s["h2d"]["median_ms"] == 0.012 and s["d2h"]["p90_ms"] == 0.006
-    assert parse_trtexec_summary("no summary here") == {}
-
-
 def test_no_trtexec_on_path_gives_no_figures(tmp_path, monkeypatch):
-    from p4q_export.bench.trt_timing import trtexec_figures
+    from p4q_export.bench.trt_timing import TRTEXEC_PLACES, trtexec_figures
 
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("TENSORRT_ROOT", raising=False)
+    monkeypatch.delenv("TRT_ROOT", raising=False)
+    if any(Path(p).exists() for p in TRTEXEC_PLACES):
+        pytest.skip("this machine has trtexec where TensorRT installs put it")
     assert trtexec_figures(tmp_path / "x.plan", "image", (1, 3, 32, 32), 10) is None
 
 

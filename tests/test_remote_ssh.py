@@ -129,3 +129,17 @@ def test_refused_connection_is_exit_2_and_one_line(tmp_path, cli):
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach nobody@127.0.0.1" in lines[0]
+
+
+@needs_sshd
+def test_remote_cuda_bench_without_tensorrt_there_is_one_line_and_writes_nothing(sshd, tmp_path, cli):
+    """--device cuda builds the engines on the remote GPU first: where the remote has no TensorRT
+    its install hint comes back as the one line, with exit 2 and no report."""
+    bundle = make_tiny_bundle(tmp_path / "b")
+    proc = cli("bench", str(bundle), "--device", "cuda", "--host", f"{sshd['user']}@127.0.0.1", "--port", str(sshd["port"]),
+               "--identity", str(sshd["identity"]), "--known-hosts", str(sshd["known_hosts"]),
+               "--remote-command", REMOTE_P4Q, "--remote-dir", str(tmp_path / "remote"), "--json", timeout=600)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "remote build-engine" in lines[0] and "TensorRT is not installed" in lines[0]
+    assert "Traceback" not in proc.stderr and not (bundle / "bench").exists()

@@ -27,7 +27,7 @@ def tiny_bundle(random_testbed_bundle, tmp_path):
 def test_trt_backend_without_tensorrt_says_how_to_install(tiny_bundle):
     from p4q_export.runtime.base import open_runner
 
-    with pytest.raises(UserError, match="pypi.nvidia.com"):
+    with pytest.raises(UserError, match=r"p4q-export\[trt10-cu12\]"):
         open_runner(tiny_bundle, "trt")
 
 
@@ -39,7 +39,7 @@ def test_bench_lists_trt_as_skipped_without_tensorrt(tiny_bundle, monkeypatch):
     rep = run.run_bench(run.BenchRequest(bundle=tiny_bundle, device="cuda", batches=[1], iterations=1, warmup=0,
                                          backends=["trt/int8"]))
     assert rep["results"] == [] and rep["skipped"][0]["backend"] == "trt"
-    assert "pypi.nvidia.com" in rep["skipped"][0]["reason"]
+    assert "p4q-export[trt10-cu12]" in rep["skipped"][0]["reason"]
 
 
 @needs_trt

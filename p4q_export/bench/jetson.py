@@ -9,19 +9,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..runtime.trt_install import (  # noqa: F401 (the probe's API)
+    L4T_TO_JETPACK,
+    jetpack_for_l4t,
+    parse_nv_tegra_release,
+)
+
 RELEASE_FILE = "etc/nv_tegra_release"
 MODEL_FILE = "proc/device-tree/model"
-
-_RELEASE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)(?:.*?BOARD:\s*([^,\s]+))?", re.IGNORECASE)
-
-# L4T release -> JetPack (NVIDIA's release notes); the closest lower entry wins for point releases.
-L4T_TO_JETPACK = {
-    "32.4.3": "4.4", "32.4.4": "4.4.1", "32.5.0": "4.5", "32.5.1": "4.5.1", "32.6.1": "4.6",
-    "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4", "32.7.5": "4.6.5", "32.7.6": "4.6.6",
-    "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4",
-    "35.6.1": "5.1.5", "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1",
-    "38.2.0": "7.0",
-}
 
 
 def _read(root: Path, rel: str) -> str | None:
@@ -36,26 +31,6 @@ def is_jetson(root: Path = Path("/")) -> bool:
         return True
     model = _read(root, MODEL_FILE) or ""
     return "jetson" in model.lower() or ("nvidia" in model.lower() and "tegra" in model.lower())
-
-
-def parse_nv_tegra_release(text: str) -> dict | None:
-    """'# R36 (release), REVISION: 4.3, GCID: ..., BOARD: generic, ...' -> {'l4t': '36.4.3', ...}."""
-    m = _RELEASE.search(text or "")
-    if not m:
-        return None
-    major, revision, board = m.group(1), m.group(2), m.group(3)
-    parts = revision.split(".") + ["0"]
-    l4t = f"{major}.{parts[0]}.{parts[1]}"
-    return {"l4t": l4t, "jetpack": jetpack_for_l4t(l4t), "board": board}
-
-
-def jetpack_for_l4t(l4t: str) -> str | None:
-    if l4t in L4T_TO_JETPACK:
-        return L4T_TO_JETPACK[l4t]
-    key = tuple(int(p) for p in l4t.split("."))
-    older = [v for k, v in L4T_TO_JETPACK.items() if tuple(int(p) for p in k.split("."))[:2] == key[:2]
-             and tuple(int(p) for p in k.split(".")) <= key]
-    return older[-1] if older else None
 
 
 def parse_nvpmodel_query(text: str) -> dict | None:

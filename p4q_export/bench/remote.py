@@ -146,21 +146,34 @@ def _json_from(proc: subprocess.CompletedProcess, target: SshTarget, what: str) 
         raise UserError(f"remote {what} on {target.destination} printed no JSON: {out[-1][:200]}") from None
 
 
+def engine_builds(remote_cmd: str, remote_dir: str) -> list[list[str]]:
+    """The build-engine runs on a GPU device: the INT8 engine, then the FP16 one, each once."""
+    return [[remote_cmd, "--json", "build-engine", remote_dir, kind] for kind in ("--int8", "--fp16")]
+
+
 def remote_bench(target: SshTarget, bundle_dir: Path, device: str, batches: list[int], iterations: int, warmup: int,
-                 remote_cmd: str = "p4q-export", backends: str | None = None, remote_root: str = REMOTE_ROOT) -> dict:
+                 remote_cmd: str = "p4q-export", backends: str | None = None, remote_root: str = REMOTE_ROOT,
+                 trtexec: str | None = None) -> dict:
     """The whole remote run; returns the remote bench JSON with `host` added."""
     check_remote(target, remote_cmd)
     remote_dir = copy_bundle(target, bundle_dir, remote_root)
-    engines = []
+    engines, skipped = [], []
     if device in ("cuda", "jetson"):
-        # Build on the device itself: an engine is tied to its GPU and TensorRT version.
-        for flags in (["--int8", "--fp16"], ["--fp16"]):
-            proc = run_ssh(target, [remote_cmd, "--json", "build-engine", remote_dir, *flags], timeout=3600, what="build-engine")
+        # Build on the device itself (an engine is tied to its GPU and TensorRT version), each engine
+        # once. An engine this TensorRT cannot build (TensorRT 11 and a bundle without an FP16 graph)
+        # leaves its rows out with the reason instead of failing the bench.
+        for argv in engine_builds(remote_cmd, remote_dir):
+            proc = run_ssh(target, argv, timeout=3600, what="build-engine")
+            if proc.returncode == 2 and "--fp16" in argv:
+                skipped.append({"backend": "trt", "precision": "fp16", "reason": _one_line(proc.stderr.decode(errors="replace"))})
+                continue
             engines.append(_json_from(proc, target, "build-engine"))
     argv = [remote_cmd, "--json", "bench", remote_dir, "--device", device, "--batch", ",".join(map(str, batches)),
             "--iterations", str(iterations), "--warmup", str(warmup)]
     if backends:
         argv += ["--backends", backends]
+    if trtexec:
+        argv += ["--trtexec", trtexec]
     if device in ("cuda", "jetson"):
         argv += ["--no-build-engines"]
     report = _json_from(run_ssh(target, argv, timeout=7200, what="bench"), target, "bench")
@@ -168,4 +181,6 @@ def remote_bench(target: SshTarget, bundle_dir: Path, device: str, batches: list
     report["remote_bundle"] = remote_dir
     if engines:
         report["engines_built"] = engines
+    if skipped:
+        report["skipped"] = skipped + [s for s in report.get("skipped", []) if s.get("precision") != "fp16" or s.get("backend") != "trt"]
     return report

@@ -49,6 +49,7 @@ class BenchRequest:
     # torch rows on a GPU: False times the forward pass on an input already on the GPU; True also
     # times the host→device copy of the images and the device→host copy of the logits.
     include_copy: bool = False
+    trtexec: str | None = None  # a trtexec executable; None: found where TensorRT installs put it
 
 
 def parse_batches(text: str) -> list[int]:
@@ -107,12 +108,29 @@ def machine_info(device: str) -> dict:
 
         try:
             g = gpu_info()
-            info["gpu"] = {"name": g.name, "compute_capability": g.compute_capability}
+            info["gpu"] = {"name": g.name, "compute_capability": g.compute_capability, "sm_count": g.sm_count,
+                           "module": g.module}
         except UserError:
             info["gpu"] = None
+        info["tensorrt"] = _tensorrt_install()
     if device == "jetson":
+        from .tegrastats import input_rail_for
+
         info["jetson"] = jetson.probe()
+        if info["jetson"]:
+            info["jetson"]["input_rail"] = input_rail_for(info["jetson"].get("model"))
     return info
+
+
+def _tensorrt_install() -> dict | None:
+    """TensorRT's version, where it came from, the CUDA bindings and the driver (None without it)."""
+    from ..runtime.cuda_env import tensorrt_install, trt_available
+
+    if not trt_available():
+        return None
+    import tensorrt
+
+    return tensorrt_install(tensorrt)
 
 
 def split_device(device: str) -> tuple[str, str]:
@@ -240,7 +258,9 @@ def run_bench(req: BenchRequest) -> dict:
         from .tegrastats import TegrastatsSampler
 
         if TegrastatsSampler.available():
-            sampler = TegrastatsSampler(req.tegrastats_interval_ms).__enter__()
+            from ..runtime.cuda_env import device_tree_model
+
+            sampler = TegrastatsSampler(req.tegrastats_interval_ms, module=device_tree_model()).__enter__()
         else:
             say("tegrastats not found: no power numbers")
     pairs, skipped = plan_backends(req.device, req.backends)
@@ -336,7 +356,7 @@ def _time_trt(runner, images, req: BenchRequest) -> tuple[Timing, dict]:
         execution.close()
     extra = {"timer": "cuda-events", "includes_copy": False, "engine_precision": runner.precision,
              "end_to_end": {**e2e.as_result(), "timer": "perf_counter", "includes_copy": True}}
-    trtexec = trtexec_figures(runner.plan_path, runner.input_name, tuple(images.shape), req.iterations)
+    trtexec = trtexec_figures(runner.plan_path, runner.input_name, tuple(images.shape), req.iterations, trtexec=req.trtexec)
     if trtexec is not None:
         extra["trtexec"] = trtexec
     return device, extra

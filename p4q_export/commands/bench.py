@@ -28,6 +28,8 @@ def bench(
     remote_command: Annotated[str, typer.Option("--remote-command", help="p4q-export executable on the remote host.")] = "p4q-export",
     remote_dir: Annotated[str | None, typer.Option("--remote-dir", help="Where bundles go on the remote host (relative = under its $HOME).")] = None,
     build_engines: Annotated[bool, typer.Option("--build-engines/--no-build-engines", help="Build missing TensorRT engines here first (GPU devices).")] = True,
+    trtexec: Annotated[str | None, typer.Option("--trtexec", help="trtexec to cross-check the TensorRT rows with (default: PATH, "
+                                                 "$TENSORRT_ROOT/bin, JetPack's /usr/src/tensorrt/bin).")] = None,
     include_copy: Annotated[bool, typer.Option("--include-copy", help="GPU torch rows: time the host→device input and device→host output copies too (default: the forward pass on device-resident inputs).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -37,6 +39,10 @@ def bench(
     from ..outdir import check_writable
 
     batches = parse_batches(batch)
+    if trtexec and not host:  # with --host the path is the remote machine's
+        from ..bench.trt_timing import find_trtexec
+
+        find_trtexec(trtexec)  # a wrong path is bad input before any timing
     parse_backends(backends)  # reject typos before any ssh or model work
     report_dir = Path(out or Path(bundle) / "bench")
     check_writable(report_dir, "benchmark report")  # before the benchmark runs, not after
@@ -46,11 +52,11 @@ def bench(
         target = SshTarget(host, port=port, identity=str(identity) if identity else None,
                            known_hosts=str(known_hosts) if known_hosts else None, connect_timeout=connect_timeout)
         report = remote_bench(target, bundle, device, batches, iterations, warmup, remote_cmd=remote_command, backends=backends,
-                              **({"remote_root": remote_dir} if remote_dir else {}))
+                              trtexec=trtexec, **({"remote_root": remote_dir} if remote_dir else {}))
     else:
         report = run_bench(BenchRequest(bundle=bundle, device=device, batches=batches, iterations=iterations, warmup=warmup,
                                         backends=parse_backends(backends), threads=threads, build_engines=build_engines,
-                                        include_copy=include_copy))
+                                        include_copy=include_copy, trtexec=trtexec))
     report["report_files"] = write_report(report, report_dir)
     if json_mode(json_out):  # stdout holds the JSON: the table goes to the log
         log(markdown_table(report))

@@ -24,6 +24,8 @@ def build_engine(
     opt_batch: Annotated[int, typer.Option("--opt-batch")] = 8,
     max_batch: Annotated[int, typer.Option("--max-batch")] = 32,
     timing_cache: Annotated[Path | None, typer.Option("--timing-cache", help="Tactic timing cache to load and update (default: beside the engine).")] = None,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TF32 for the layers that run in FP32, as TensorRT's and trtexec's "
+                                       "default builds (recorded in the engine entry).")] = True,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare the engine with the PyTorch reference after building.")] = True,
     data: DataOpt = None,
     json_out: JsonOpt = False,
@@ -49,7 +51,8 @@ def build_engine(
     for kind in kinds:  # refuse what this TensorRT cannot build before building anything
         builder_setup(trt.__version__, kind, graphs)
     options = [BuildOptions(engine=k, workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,
-                            max_batch=max_batch, timing_cache=str(timing_cache) if timing_cache else None) for k in kinds]
+                            max_batch=max_batch, timing_cache=str(timing_cache) if timing_cache else None, tf32=tf32)
+               for k in kinds]
     engines = []
     for opts in options:
         entry = build(bundle, opts)

@@ -15,75 +15,18 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..manifest import file_sha256, read_json, write_bytes_atomic, write_json_atomic
-
-INSTALL_HINT = (
-    "TensorRT is not installed: on x86 with an NVIDIA GPU run "
-    "`pip install 'p4q-export[tensorrt]' --extra-index-url https://pypi.nvidia.com` "
-    "(or `pip install tensorrt cuda-python --extra-index-url https://pypi.nvidia.com`); "
-    "on a Jetson install JetPack's bindings with `sudo apt install python3-libnvinfer` "
-    "and `pip install cuda-python`"
+from .cuda_env import (  # noqa: F401 (re-exported: the TensorRT API of this package is here)
+    GpuInfo,
+    cudart_module,
+    gpu_errors,
+    gpu_info,
+    prepare_polygraphy_cuda,
+    require_tensorrt,
+    tensorrt_install,
+    trt_available,
 )
+
 ENGINES_DIR = "engines"
-
-
-# ----------------------------------------------------------------------------- optional imports
-
-def trt_available() -> bool:
-    """True when `import tensorrt` works (it does not check for a GPU)."""
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def require_tensorrt():
-    """The tensorrt module, or a UserError that says how to install it."""
-    try:
-        import tensorrt as trt
-    except Exception as exc:  # ImportError, or a stub wheel that raises on import
-        raise UserError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from None
-    return trt
-
-
-def cudart_module():
-    """cuda-python's runtime bindings (new layout first, then the pre-12.6 `from cuda import cudart`)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except Exception:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]
-        except Exception:
-            return None
-    return cudart
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    compute_capability: str  # "8.7"
-
-
-def gpu_info(device: int = 0) -> GpuInfo:
-    """Name and compute capability of CUDA device `device` (cuda-python, else torch)."""
-    cudart = cudart_module()
-    if cudart is not None:
-        try:
-            err, props = cudart.cudaGetDeviceProperties(device)
-            if int(err) == 0:
-                name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-                return GpuInfo(name.strip("\x00 ").strip(), f"{props.major}.{props.minor}")
-        except Exception:
-            pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device)
-            return GpuInfo(torch.cuda.get_device_name(device), f"{major}.{minor}")
-    except Exception:
-        pass
-    raise UserError("no CUDA GPU is visible on this machine: TensorRT engines must be built and run on the GPU that uses them")
 
 
 # ----------------------------------------------------------------------------- names
@@ -103,14 +46,16 @@ def engine_filename(gpu_name: str, trt_version: str, precision: str = "int8") ->
 
 # ----------------------------------------------------------------------------- compatibility
 
-def engine_incompatibility(entry: dict, gpu_name: str, compute_capability: str, trt_version: str) -> str | None:
-    """Why an engine entry cannot run here, or None. Engines are tied to the GPU model (and its
-    compute capability) and to the exact TensorRT version that built them."""
+def engine_incompatibility(entry: dict, gpu: GpuInfo, trt_version: str) -> str | None:
+    """Why an engine entry cannot run here, or None. Engines are tied to the GPU model (its
+    compute capability and SM count: every Orin module is "Orin" 8.7, with 16, 8 or 4 SMs) and to
+    the exact TensorRT version that built them."""
     problems = []
-    if slugify(str(entry.get("gpu", ""))) != slugify(gpu_name):
-        problems.append(f"it was built on GPU '{entry.get('gpu')}', this is '{gpu_name}'")
-    if str(entry.get("compute_capability", "")) != str(compute_capability):
-        problems.append(f"compute capability {entry.get('compute_capability')} != {compute_capability}")
+    if slugify(str(entry.get("gpu", ""))) != slugify(gpu.name):
+        problems.append(f"it was built on GPU '{entry.get('gpu')}', this is '{gpu.name}'")
+    if str(entry.get("compute_capability", "")) != str(gpu.compute_capability):
+        problems.append(f"compute capability {entry.get('compute_capability')} != {gpu.compute_capability}")
+    problems += _module_problems(entry, gpu)
     if str(entry.get("tensorrt", "")) != str(trt_version):
         problems.append(f"TensorRT {entry.get('tensorrt')} built it, this machine has TensorRT {trt_version}")
     if not problems:
@@ -119,9 +64,24 @@ def engine_incompatibility(entry: dict, gpu_name: str, compute_capability: str, 
             + ". Rebuild it on this device with `p4q-export build-engine BUNDLE --int8`")
 
 
-def check_engine_compatible(entry: dict, gpu_name: str, compute_capability: str, trt_version: str) -> None:
-    """Refuse (UserError, exit 2) an engine built for another GPU or TensorRT version."""
-    reason = engine_incompatibility(entry, gpu_name, compute_capability, trt_version)
+def _module_problems(entry: dict, gpu: GpuInfo) -> list[str]:
+    """The Jetson module check: the same SM count and device-tree model. On a Jetson an entry that
+    does not say which module built it is refused too (it may come from another Orin)."""
+    built_sm, built_module = entry.get("sm_count"), entry.get("module")
+    if gpu.module and built_sm is None and built_module is None:
+        return [f"it does not record which Jetson module built it, this is {gpu.module} ({gpu.sm_count} SMs)"]
+    problems = []
+    if built_sm is not None and gpu.sm_count is not None and int(built_sm) != int(gpu.sm_count):
+        problems.append(f"it was built on a {built_sm}-SM {entry.get('module') or entry.get('gpu')}, "
+                        f"this is a {gpu.sm_count}-SM {gpu.module or gpu.name}")
+    elif built_module and gpu.module and built_module != gpu.module:
+        problems.append(f"it was built on {built_module}, this is {gpu.module}")
+    return problems
+
+
+def check_engine_compatible(entry: dict, gpu: GpuInfo, trt_version: str) -> None:
+    """Refuse (UserError, exit 2) an engine built for another GPU, module or TensorRT version."""
+    reason = engine_incompatibility(entry, gpu, trt_version)
     if reason:
         raise UserError(reason)
 
@@ -161,10 +121,10 @@ def find_engine(bundle_dir: Path, gpu: GpuInfo, trt_version: str, precision: str
     """The manifest entry of an engine that runs here, or a UserError that says to rebuild."""
     entries = [e for e in read_manifest(bundle_dir).get("engines", []) if engine_matches(e.get("precision", "int8"), precision)]
     for entry in entries:
-        if engine_incompatibility(entry, gpu.name, gpu.compute_capability, trt_version) is None:
+        if engine_incompatibility(entry, gpu, trt_version) is None:
             return entry
     if entries:  # explain why the closest one was refused
-        check_engine_compatible(entries[-1], gpu.name, gpu.compute_capability, trt_version)
+        check_engine_compatible(entries[-1], gpu, trt_version)
     if precision not in ("int8", "int8-fp16", "fp16"):
         raise UserError(f"TensorRT engines are int8 or fp16 (build-engine --int8 / --fp16), not {precision}")
     flags = "--int8" if precision.startswith("int8") else "--fp16"
@@ -182,6 +142,8 @@ class BuildOptions:
     opt_batch: int = 8
     max_batch: int = 32
     timing_cache: str | None = None
+    # TF32 for the FP32 layers, as TensorRT's and trtexec's own builds (polygraphy clears it unless asked)
+    tf32: bool = True
 
     def __post_init__(self):
         if self.engine not in ("int8", "fp16"):
@@ -218,8 +180,8 @@ def builder_setup(trt_version: str, engine: str, graphs) -> BuilderSetup:
     TensorRT >= 10: strongly typed, the graph decides every layer's type (on 11 strong typing is
     the only mode and the creation flag is accepted and ignored). TensorRT 11 has no precision
     flags at all, so a bundle without the graph asked for must be re-exported. TensorRT 10 can
-    still build an old bundle's graphs weakly typed with its flags, and TensorRT 8.6 (JetPack 5
-    and 6.0) has no strong typing: flags only, from model.onnx."""
+    still build an old bundle's graphs weakly typed with its flags, and TensorRT 8.6 (JetPack
+    6.0; JetPack 5 has 8.4/8.5.2) has no strong typing: flags only, from model.onnx."""
     major = trt_major(trt_version)
     graphs = set(graphs)
     reexport = "re-export the bundle with `p4q-export export ... --precision int8-fp16` (it carries both graphs)"
@@ -289,40 +251,45 @@ def build_engine(bundle_dir: Path, options: BuildOptions) -> dict:
     io = bundle.engine_io
     setup = builder_setup(trt.__version__, options.engine, bundle.graphs)
     gpu = gpu_info()
+    prepare_polygraphy_cuda()
     input_name, size = io["input_name"], io["image_size"]
-    rel = f"{ENGINES_DIR}/{engine_filename(gpu.name, trt.__version__, setup.precision)}"
+    rel = f"{ENGINES_DIR}/{engine_filename(gpu.label, trt.__version__, setup.precision)}"
     timing_cache = Path(options.timing_cache) if options.timing_cache else \
-        bundle_dir / ENGINES_DIR / f"{slugify(gpu.name)}-trt{trt.__version__}.timing-cache"
+        bundle_dir / ENGINES_DIR / f"{slugify(gpu.label)}-trt{trt.__version__}.timing-cache"
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
+    # TensorRT versions without the flag have no TF32 switch to record
+    tf32 = options.tf32 if hasattr(trt.BuilderFlag, "TF32") else None
 
     shape = lambda n: (n, 3, size, size)
-    profile = Profile().add(input_name, min=shape(options.min_batch), opt=shape(options.opt_batch), max=shape(options.max_batch))
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, gpu_errors(f"TensorRT could not build the {setup.precision} engine"):
+        profile = Profile().add(input_name, min=shape(options.min_batch), opt=shape(options.opt_batch), max=shape(options.max_batch))
         onnx_path = _onnx_for(bundle, setup, Path(tmp))
         network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=setup.strongly_typed)
         flags = {name.lower(): True for name in setup.flags}  # CreateConfig(int8=..., fp16=...) sets BuilderFlag.INT8/FP16
         config = CreateConfig(
             **flags,
+            tf32=bool(tf32),
             profiles=[profile],
             memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(options.workspace_gb * (1 << 30))},
             load_timing_cache=str(timing_cache) if timing_cache.exists() else None,
         )
-        try:
-            serialized = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing_cache))()
-        except Exception as exc:  # polygraphy raises PolygraphyException with TensorRT's log above it
-            raise UserError(f"TensorRT could not build an engine from {onnx_path.name}: {exc}") from None
+        serialized = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing_cache))()
     plan = bundle_dir / rel
     write_bytes_atomic(plan, bytes(serialized))
     entry = {
         "path": rel,
         "gpu": gpu.name,
         "compute_capability": gpu.compute_capability,
+        "sm_count": gpu.sm_count,
+        "module": gpu.module,
         "tensorrt": trt.__version__,
+        "install": tensorrt_install(trt),
         "precision": setup.precision,
         "graph": onnx_path.name if setup.graph != "int8-stripped" else f"{bundle.onnx_path.name} (Q/DQ stripped)",
         **io,
-        "build_options": {**asdict(options), "strongly_typed": setup.strongly_typed, "builder_flags": list(setup.flags)},
+        "build_options": {**asdict(options), "tf32": tf32, "strongly_typed": setup.strongly_typed,
+                          "builder_flags": list(setup.flags)},
         "note": setup.note,
         "build_seconds": round(time.perf_counter() - started, 2),
         "bytes": plan.stat().st_size,

@@ -16,7 +16,9 @@ from .trt_engine import (
     check_engine_compatible,
     engine_batch_range,
     find_engine,
+    gpu_errors,
     gpu_info,
+    prepare_polygraphy_cuda,
     read_manifest,
     require_tensorrt,
 )
@@ -40,7 +42,7 @@ class TrtRunner:
         self.precision = "fp16" if fp16 else precision
         gpu = gpu_info()
         entry = self._entry_for(engine_path, gpu, trt.__version__)
-        check_engine_compatible(entry, gpu.name, gpu.compute_capability, trt.__version__)
+        check_engine_compatible(entry, gpu, trt.__version__)
         self.engine_entry = entry
         self.precision = entry.get("precision", precision)
         plan = self.bundle_dir / entry["path"]
@@ -53,8 +55,10 @@ class TrtRunner:
         self.plan_path = plan
         # polygraphy's runner owns the execution context and the device buffers (polygraphy.cuda),
         # and sets the input shape per call, which the dynamic-batch profile needs.
-        self._runner = PolygraphyTrtRunner(EngineFromBytes(BytesFromPath(str(plan))))
-        self._runner.activate()
+        prepare_polygraphy_cuda()
+        with gpu_errors(f"TensorRT could not load {plan.name}"):
+            self._runner = PolygraphyTrtRunner(EngineFromBytes(BytesFromPath(str(plan))))
+            self._runner.activate()
 
     def _entry_for(self, engine_path, gpu, trt_version) -> dict:
         if engine_path is None:
@@ -79,7 +83,8 @@ class TrtRunner:
             if n < self.min_batch:  # a last partial batch below the profile's min: pad, then drop the padding
                 chunk = np.concatenate([chunk, np.zeros((self.min_batch - n, *chunk.shape[1:]), chunk.dtype)])
             # polygraphy hands back views of its own device-to-host buffers: copy before the next call
-            outputs = self._runner.infer({self.input_name: chunk})
+            with gpu_errors(f"TensorRT inference with {self.plan_path.name} failed"):
+                outputs = self._runner.infer({self.input_name: chunk})
             for name, value in outputs.items():
                 chunks.setdefault(name, []).append(np.array(value[:n], dtype=np.float32))
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
