@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -52,3 +53,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TENSORRT_API = Path(__file__).parent / "data" / "tensorrt_api"
+
+
+def tensorrt_api_versions() -> list[str]:
+    """The TensorRT versions whose binding-module names are recorded (scripts/trt_api_names.py)."""
+    versions = [json.loads(p.read_text())["version"] for p in TENSORRT_API.glob("tensorrt-*.json")]
+    return sorted(versions, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def tensorrt_api(version: str) -> dict:
+    """{'classes': {class: [members]}, 'module': [names]} of that version's `tensorrt` module."""
+    return json.loads((TENSORRT_API / f"tensorrt-{version}.json").read_text())
+
+
+def tensorrt_has(names: dict, dotted: str) -> bool:
+    """'Class.member' or 'module_name' exists in a tensorrt_api() listing."""
+    cls, _, member = dotted.partition(".")
+    return cls in names["module"] if not member else member in names["classes"].get(cls, [])

@@ -5,24 +5,17 @@ tensorrt-cu12-bindings / tensorrt-cu13-bindings wheels by scripts/trt_api_names.
 tensorrt.so imported against stand-in libnvinfer stubs, dir() of every class."""
 
 import ast
-import json
 from pathlib import Path
 
 import pytest
-
-from p4q_export.errors import UserError
-from p4q_export.runtime.trt_engine import builder_setup
+from support import tensorrt_api as api
+from support import tensorrt_api_versions
+from support import tensorrt_has as exists
 
 PACKAGE = Path(__file__).parents[1] / "p4q_export"
-API = Path(__file__).parent / "data" / "tensorrt_api"
-VERSIONS = sorted((json.loads(p.read_text())["version"] for p in API.glob("tensorrt-*.json")),
-                  key=lambda v: tuple(int(x) for x in v.split(".")))
+VERSIONS = tensorrt_api_versions()
 # objects the code holds under these names, by the TensorRT class they are
 HELD = {"engine": "ICudaEngine", "context": "IExecutionContext"}
-
-
-def api(version: str) -> dict:
-    return json.loads((API / f"tensorrt-{version}.json").read_text())
 
 
 def called_names(source: str) -> set[str]:
@@ -56,13 +49,6 @@ def package_names() -> dict[str, set[str]]:
     return out
 
 
-def exists(names: dict, dotted: str) -> bool:
-    cls, _, member = dotted.partition(".")
-    if not member:
-        return cls in names["module"]
-    return member in names["classes"].get(cls, [])
-
-
 def test_the_scan_sees_the_calls_the_timing_and_build_code_make():
     """Not vacuous: the scan finds the names that matter (and would find a misspelt one)."""
     found = set().union(*package_names().values())
@@ -90,24 +76,14 @@ def test_every_name_the_package_calls_exists(version):
     assert "__version__" in names["module"]
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_builder_flags_and_strong_typing_exist_where_they_are_used(version):
-    names = api(version)
-    assert exists(names, "NetworkDefinitionCreationFlag.STRONGLY_TYPED")
-    assert exists(names, "BuilderFlag.TF32")  # what build_engine records and polygraphy sets
-    for engine in ("int8", "fp16"):
-        for graphs in ({"int8", "int8-fp16", "fp16"}, {"int8"}):
-            try:
-                setup = builder_setup(version, engine, graphs)
-            except UserError:
-                assert version.startswith("11") and engine == "fp16" and graphs == {"int8"}
-                continue
-            for flag in setup.flags:
-                assert exists(names, f"BuilderFlag.{flag}"), (version, engine, flag)
-
-
 def test_tensorrt_11_removed_the_precision_flags_that_10_still_has():
     """Why builder_setup sets no flags on 11: the names are gone there (read from the wheels)."""
     for version in VERSIONS:
         has = exists(api(version), "BuilderFlag.INT8") and exists(api(version), "BuilderFlag.FP16")
         assert has == version.startswith("10"), version
+
+
+def test_plugins_are_initialised_before_an_engine_is_deserialized():
+    """An engine with plugin layers deserializes only after init_libnvinfer_plugins."""
+    source = (PACKAGE / "bench" / "trt_timing.py").read_text()
+    assert 0 < source.index("trt.init_libnvinfer_plugins(") < source.index(".deserialize_cuda_engine(")
