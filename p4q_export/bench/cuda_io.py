@@ -17,7 +17,6 @@ class DeviceIO:
         self.cudart = cudart
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, int] = {}
-        self.stream = None
         self.stream = cuda_call(cudart.cudaStreamCreate(), "cudaStreamCreate", cudart)
 
     def allocate(self, name: str, host: np.ndarray) -> int:

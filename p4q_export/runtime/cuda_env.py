@@ -121,7 +121,11 @@ def _driver_note(code: int) -> str:
     driver, bindings = driver_cuda_version(), bindings_version()
     if driver is None:
         return " (no NVIDIA driver is loaded on this machine)"
-    return f" (driver supports CUDA {driver}, cuda-python {bindings}: pip install '{choose_target(driver_cuda=driver).cuda_python}')"
+    try:
+        fix = f": pip install '{choose_target(driver_cuda=driver).cuda_python}'"
+    except UserError as exc:  # a driver older than any supported CUDA: say that instead
+        fix = f": {exc}"
+    return f" (driver supports CUDA {driver}, cuda-python {bindings}{fix})"
 
 
 def driver_cuda_version() -> str | None:
