@@ -211,6 +211,7 @@ def _accuracy_effects(req, model, loaded, device, data, heldout, names, rows, im
     from .quant.clip import text_layer_names
 
     train, used = heldout
+    used = np.unique(np.asarray(used, dtype=np.int64))
     if req.select_on == "heldout":
         sel_idx, est_idx = heldout_samples(len(train), used, req.limit)
         select_ds, estimate_ds = train.subset(sel_idx), train.subset(est_idx)

@@ -205,3 +205,20 @@ def test_eval_of_a_run_refuses_ptq_flags(reference, cli):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == ("error: --quant, --bits applies to a MODEL; a RUN is scored with the quantization it was "
                                    "trained with (its recipe's profile and bits)")
+
+
+def test_inspect_of_a_run_holds_out_its_calibration_and_its_shots(reference, cli):
+    """A RUN's layers are ranked on training images neither its calibration (256) nor its training
+    shots (16 per class, 10 classes) used."""
+    import numpy as np
+
+    from p4q_export.data import calibration_indices, few_shot_indices, load_dataset
+
+    out, _ = reference
+    proc = cli("--json", "inspect", str(out), "--limit", "40", "--accuracy-top", "2", "--stats-images", "8", check=True)
+    report = json.loads(proc.stdout)
+    train = load_dataset("fashion-mnist", split="train")
+    used = np.union1d(calibration_indices(len(train), 256, 0), few_shot_indices(train.labels, 16, 1))
+    assert len(used) > 256 and f"none of the {len(used)} images calibration and training used" in report["selection"]["data"]
+    assert report["mode"] == "run" and report["selection"]["n_select"] == 40
+    assert sum(r["gain_keep_fp"] is not None for r in report["layers"]) == 2
