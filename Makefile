@@ -38,17 +38,17 @@ test: setup lint
 	$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 bench: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.make_bench
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m benchmarks.make_bench
 
 # ViT-B-32 train + eval on a synthetic ImageNet folder: a few minutes on a CPU, the full recipe on a GPU
 # (make bench-scale BENCH_SCALE_ARGS="--device cuda --amp").
 bench-scale: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.scale $(BENCH_SCALE_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m benchmarks.scale $(BENCH_SCALE_ARGS)
 
 # The supported-tower matrix at full size (ViT-B-16, EVA02-B-16, MobileCLIP-B, MobileCLIP2-S0, RN50,
 # convnext_base): export, validate and ORT latency per family; ~10 min on 2 cores.
 bench-families: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m p4q_export.bench.families
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m benchmarks.families
 
 # ~120 wrong inputs across every command, each run as a user runs it: exit 2, one line, nothing
 # written or lost (about 5 min on 2 cores)
@@ -56,7 +56,7 @@ battery: setup
 	$(PY) scripts/bad_input_battery.py
 
 lint: setup
-	$(VENV)/bin/ruff check p4q_export tests scripts
+	$(VENV)/bin/ruff check p4q_export benchmarks tests scripts
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

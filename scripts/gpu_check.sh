@@ -75,7 +75,7 @@ fi
 stage torchrun-1gpu python3 -m torch.distributed.run --nproc_per_node 1 -m p4q_export.cli train --recipe $W8A8 \
   --out /tmp/run-torchrun --device cuda --set epochs=5 --json
 stage bench-cuda $CLI bench /tmp/bundle-cuda --device cuda --batch 1,32,256 --no-build-engines --json
-stage bench-scale python3 -m p4q_export.bench.scale --device cuda --epochs "$SCALE_EPOCHS" --out "$OUT/scale" --quiet
+stage bench-scale python3 -m benchmarks.scale --device cuda --epochs "$SCALE_EPOCHS" --out "$OUT/scale" --quiet
 cp "$OUT"/scale/scale.json "$OUT"/scale.json 2>/dev/null
 summary "gpu_check: $([ $FAILED -eq 0 ] && echo passed || echo FAILED)"
 exit $FAILED

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from p4q_export.bench.scale import (
+from benchmarks.scale import (
     build_report,
     markdown,
     parse_args,
@@ -21,8 +21,8 @@ from p4q_export.bench.scale import (
     table_rows,
     train_recipe,
 )
-from p4q_export.bench.scale_data import COMPLETE, DataParams, ensure_dataset
-from p4q_export.bench.scale_proc import run_stage
+from benchmarks.scale_data import COMPLETE, DataParams, ensure_dataset
+from benchmarks.scale_proc import run_stage
 
 # ImageNet-1k's first WordNet ids (tench, goldfish, great white shark), written out, not derived
 FIRST_WNIDS = ["n01440764", "n01443537", "n01484850"]

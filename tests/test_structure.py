@@ -82,3 +82,20 @@ def test_rooms_import_only_downward():
 def test_modules_stay_under_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_the_product_package_never_imports_the_lab_benchmarks():
+    """benchmarks/ (scale, tower matrix, cache speed-up, `make bench`) drives the package as a user
+    does and is not installed with it: nothing in p4q_export may import it."""
+    lab = PACKAGE.parent / "benchmarks"
+    assert (lab / "scale.py").is_file() and not (PACKAGE / "bench" / "scale.py").exists()
+    importers = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(n == "benchmarks" or n.startswith("benchmarks.") for n in names):
+                importers.append(str(path.relative_to(PACKAGE)))
+    assert not importers
+    long = {p.name: n for p in lab.glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

@@ -8,7 +8,7 @@ last checkpoint walks the same path as an uninterrupted one.
 Beside it: recipe.py (checks), prepare.py (model, PTQ, zero-shot baselines), learner.py (prompts,
 adapter, the loss of a batch), schedule.py (optimizers, learning rates, data order), checkpoint.py
 (atomic per-epoch checkpoints), outputs.py (RUN/metrics.json and RUN/run.json), and
-bench/cache_speedup.py.
+benchmarks/cache_speedup.py.
 """
 
 from __future__ import annotations

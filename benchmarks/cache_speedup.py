@@ -5,11 +5,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..config import TrainRecipe
-from ..p4q.distributed import DistContext
-from ..p4q.prepare import prepare
-from ..p4q.recipe import view_count
-from ..p4q.trainer import train_seed
+from p4q_export.config import TrainRecipe
+from p4q_export.p4q.distributed import DistContext
+from p4q_export.p4q.prepare import prepare
+from p4q_export.p4q.recipe import view_count
+from p4q_export.p4q.trainer import train_seed
 
 
 def benchmark_cache_speedup(recipe: TrainRecipe | None = None, epochs: int = 2, seed: int | None = None,
@@ -20,8 +20,8 @@ def benchmark_cache_speedup(recipe: TrainRecipe | None = None, epochs: int = 2, 
     The cached timing counts only the epochs; building the cache (one pass over the images per
     view) is reported separately as `cache_seconds`.
     """
-    from ..config import load_recipe
-    from ..models.testbed import REPO_ROOT
+    from p4q_export.config import load_recipe
+    from p4q_export.models.testbed import REPO_ROOT
 
     if recipe is None:
         recipe = load_recipe(REPO_ROOT / "recipes" / "testbed-p4q-w8a8.yaml", None, TrainRecipe)

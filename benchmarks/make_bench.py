@@ -3,7 +3,7 @@ table INT8 vs FP32 vs eager, checks the CPU acceptance bars at batch 1 and valid
 path against the PyTorch reference in the same run; then the P4Q training loop with cached
 frozen-tower features against the uncached loop.
 
-    python -m p4q_export.bench.make_bench [--iterations N] [--batch 1,8] [--only vit|testbed|train]
+    python -m benchmarks.make_bench [--iterations N] [--batch 1,8] [--only vit|testbed|train]
 
 Bundles are exported once into $P4Q_CACHE/bench-bundles/ and reused.
 """
@@ -16,12 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..deploy.bundle import FORMAT, load_bundle
-from ..errors import UserError
-from ..models.testbed import cache_root
-from ..progress import pct
-from .report import markdown_table, speedups, write_report
-from .run import BenchRequest, parse_batches, run_bench
+from p4q_export.bench.report import markdown_table, speedups, write_report
+from p4q_export.bench.run import BenchRequest, parse_batches, run_bench
+from p4q_export.deploy.bundle import FORMAT, load_bundle
+from p4q_export.errors import UserError
+from p4q_export.models.testbed import cache_root
+from p4q_export.progress import pct
 
 BACKENDS = ["torch/fp32", "ort/fp32", "ort/int8", "ort-exact/int8"]
 BARS = {"× vs ORT FP32": 1.5, "× vs eager": 2.5}  # ORT INT8 (fast) at batch 1, from the issue
@@ -45,7 +45,7 @@ def bundles(only: str | None) -> dict[str, Path]:
     if only in (None, "vit"):
         chosen["ViT-B-32 (random weights)"] = _export("ViT-B-32", root / "vit-b-32-ort-x86")
     if only in (None, "testbed"):
-        from ..models.testbed import ensure_testbed
+        from p4q_export.models.testbed import ensure_testbed
 
         chosen["test-bed CLIP"] = _export(str(ensure_testbed()), root / "testbed-ort-x86")
     return chosen
@@ -62,7 +62,7 @@ def _current_bundle(bundle: Path) -> bool:
 
 def validation_line(bundle: Path, limit: int) -> str:
     """The fast INT8 path against the PyTorch reference, as `validate --backend ort-fast` does."""
-    from ..runtime.validate import validate_bundle
+    from p4q_export.runtime.validate import validate_bundle
 
     r = validate_bundle(bundle, backend="ort", limit=limit)
     line = (f"validation, ORT INT8 (fast) vs torch on {r['n']} images: {r['compared']} cosine min {r['cosine_min']:.6f} "
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def training_cache_speedup(bar: float = 10.0) -> bool:
     """Per-epoch time of P4Q training (test bed, W8A8 recipe) with and without the feature cache."""
-    from .cache_speedup import benchmark_cache_speedup
+    from benchmarks.cache_speedup import benchmark_cache_speedup
 
     r = benchmark_cache_speedup(epochs=3)
     print("\n## P4Q training loop: cached frozen-tower features vs recomputing them\n")

@@ -47,7 +47,7 @@ class DataParams:
 def imagenet_wnids(n: int) -> list[str]:
     """The first `n` ImageNet-1k WordNet ids in sorted order (= ImageNet class index order): the
     ids the class-name resolver maps to open_clip's names."""
-    from ..data.classnames import imagenet_wnid_names
+    from p4q_export.data.classnames import imagenet_wnid_names
 
     wnids = list(imagenet_wnid_names())
     if not 1 <= n <= len(wnids):

@@ -2,7 +2,7 @@
 ImageNet-format folder, each stage a real `p4q-export` subprocess; reports where the time and the
 memory go (calibration, feature cache, steps, evaluation, peak host RSS and GPU memory).
 
-    python -m p4q_export.bench.scale [--device auto|cpu|cuda[:N]] [--classes C] [--shots K]
+    python -m benchmarks.scale [--device auto|cpu|cuda[:N]] [--classes C] [--shots K]
         [--epochs E] [--val-images N] [--calib-images M] [--batch-size B] [--workers W] [--amp]
         [--root DATA_DIR] [--out DIR]
 
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import yaml
 
-from ..data.loader import default_workers
-from ..devices import device_kind
-from ..models.testbed import REPO_ROOT, cache_root
-from .run import cpu_info
-from .scale_data import DataParams, ensure_dataset
-from .scale_proc import run_stage
+from benchmarks.scale_data import DataParams, ensure_dataset
+from benchmarks.scale_proc import run_stage
+from p4q_export.bench.run import cpu_info
+from p4q_export.data.loader import default_workers
+from p4q_export.devices import device_kind
+from p4q_export.models.testbed import REPO_ROOT, cache_root
 
 MODEL = "ViT-B-32"  # random weights: no pretrained tag, no network
 OFFICIAL_RECIPE = REPO_ROOT / "recipes" / "vit-b32-imagenet-w8a8.yaml"
@@ -42,7 +42,7 @@ SIZES = {  # per device kind; every key is also a command-line option
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m p4q_export.bench.scale", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (passed to every stage)")
     for key in SIZES["cpu"]:
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None,

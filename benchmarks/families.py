@@ -3,7 +3,7 @@ open_clip model (random weights, seeded): `export --precision int8` on Fashion-M
 (wall time and the process's peak memory), `validate --backend ort`, and ORT INT8 vs FP32 latency
 at batch 1. Writes families.json and families.md and prints the table (the README's).
 
-    python -m p4q_export.bench.families [--models ViT-B-16,RN50] [--out DIR] [--calib-images 32]
+    python -m benchmarks.families [--models ViT-B-16,RN50] [--out DIR] [--calib-images 32]
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..deploy.bundle import load_bundle
-from ..models.testbed import cache_root
-from .run import machine_info
+from p4q_export.bench.run import machine_info
+from p4q_export.deploy.bundle import load_bundle
+from p4q_export.models.testbed import cache_root
 
 MODELS = ["ViT-B-16", "EVA02-B-16", "MobileCLIP-B", "MobileCLIP2-S0", "RN50", "convnext_base"]
 
