@@ -231,9 +231,9 @@ def _accuracy_effects(req, model, loaded, device, data, heldout, names, rows, im
     by_sqnr = sorted(names, key=lambda n: rows[names.index(n)]["sqnr_db"])
     measured = by_sqnr[: req.accuracy_top] if req.accuracy_top else names
     measured = [n for n in names if n in set(measured)]  # network order
-    log(f"on {len(labels)} held-out images: quantized {pct(float(q_ok.mean()))}, FP {pct(float(fp_ok.mean()))}; "
-        f"keeping each of {len(measured)} layers FP in turn" if req.select_on == "heldout" else
-        f"on {len(labels)} test images: quantized {pct(float(q_ok.mean()))}, FP {pct(float(fp_ok.mean()))}")
+    sample = "held-out" if req.select_on == "heldout" else "test"
+    log(f"on {len(labels)} {sample} images: quantized {pct(float(q_ok.mean()))}, FP {pct(float(fp_ok.mean()))}; "
+        f"keeping each of {len(measured)} layers FP in turn")
 
     def value(logits: torch.Tensor) -> float:  # what the selection maximizes
         return -sv.kl_from(fp_logits, logits) if req.select_by == "kl" else float(sv.correct(logits, labels).mean())
@@ -268,7 +268,8 @@ def _accuracy_effects(req, model, loaded, device, data, heldout, names, rows, im
             st["top1"] = float(sv.correct(logits, labels).mean())
             st["kl"] = round(sv.kl_from(fp_logits, logits), 6)
         kept = steps[-1]["kept"] if steps else []
-        out["suggest"] = _suggestion(req, model, loaded, device, kept, steps, estimate_ds, select_ds, image_feats, class_emb, text, data)
+        out["suggest"] = _suggestion(req, model, loaded, device, kept, steps, estimate_ds, score if estimate_ds is select_ds else None,
+                                     image_feats, class_emb, text, data)
         top = next((r for r in rows if steps and r["name"] == steps[0]["layer"]), None)
         if top is not None and top.get("gain_within_noise"):
             out["suggest"]["warning"] = (f"the first suggestion's top-1 gain {100 * top['gain_keep_fp']:+.2f} pt is within the noise of "
@@ -278,17 +279,20 @@ def _accuracy_effects(req, model, loaded, device, data, heldout, names, rows, im
     return out
 
 
-def _suggestion(req, model, loaded, device, kept, steps, estimate_ds, select_ds, image_feats, class_emb, text, data) -> dict:
-    """The suggestion with its expected recovery (on the estimation sample) and, with verify, its
+def _suggestion(req, model, loaded, device, kept, steps, estimate_ds, selection_score, image_feats, class_emb, text,
+                data) -> dict:
+    """The suggestion with its expected recovery (on the estimation sample; `selection_score` where
+    that is the selection sample itself, whose settings are scored already) and, with verify, its
     recovery measured on the test split."""
     from .data import load_dataset
     from .data.samplers import eval_subset
     from .quant import inspect as qi
     from .quant import sensitivity as sv
 
-    def recovery_on(ds) -> sv.Recovery:
-        images, labels = _images(ds, loaded, req, device)
-        score = _Scorer(model, text, image_feats, class_emb, images, labels, req.batch_size)
+    def recovery_on(ds, score=None) -> sv.Recovery:
+        if score is None:
+            score = _Scorer(model, text, image_feats, class_emb, *_images(ds, loaded, req, device), req.batch_size)
+        labels = score.labels
         q = sv.correct(score.logits("quantized", frozenset()), labels)
         with qi.quantization_disabled(model):
             fp = sv.correct(score.logits("fp", frozenset()), labels)
@@ -299,8 +303,8 @@ def _suggestion(req, model, loaded, device, kept, steps, estimate_ds, select_ds,
     if not kept:
         out.update(recovered_fraction=None, expected=None)
         return out
-    expected = recovery_on(estimate_ds)
-    out["expected"] = {**expected.as_dict(), "n": len(estimate_ds), "same_images_as_selection": estimate_ds is select_ds}
+    expected = recovery_on(estimate_ds, selection_score)
+    out["expected"] = {**expected.as_dict(), "n": len(estimate_ds), "same_images_as_selection": selection_score is not None}
     out["recovered_fraction"] = out["expected"]["recovered_fraction"]
     if req.verify:
         test = eval_subset(load_dataset(data, split="test"), req.verify_limit)

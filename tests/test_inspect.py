@@ -153,3 +153,18 @@ def test_paired_gain_and_recovery_intervals_by_hand():
     assert r.fraction == pytest.approx(0.5) and r.drop == pytest.approx(0.4) and r.low < 0.5 < r.high
     assert 0.4 < r.low and r.high < 0.6 and r.contains(0.5) and not r.contains(0.7)
     assert sv.recovery(q, q, kept).fraction is None  # no drop: nothing to recover
+
+
+def test_select_on_test_reuses_the_selection_sample_and_says_so(cli):
+    proc = cli("--json", "inspect", "p4q-testbed", "--data", "fashion-mnist", "--quant", "paper", "--bits", "4/4",
+               "--quantize-text", "--calib-images", "32", "--stats-images", "16", "--limit", "50", "--suggest", "1",
+               "--select-on", "test", "--accuracy-top", "3", check=True)
+    report = json.loads(proc.stdout)
+    assert report["selection"]["data"] == "fashion-mnist test split (50 images): selected and reported on the same images"
+    expected = report["suggest"]["expected"]
+    assert expected["same_images_as_selection"] and expected["n"] == 50
+    # the estimate is the selection sample's own: the step's top-1 over the same quantized and FP top-1
+    step = report["suggest"]["steps"][-1]["top1"]
+    drop = report["top1_fp"] - report["top1_quantized"]
+    assert expected["drop"] == pytest.approx(drop, abs=1e-6)
+    assert expected["recovered_fraction"] == pytest.approx((step - report["top1_quantized"]) / drop, abs=1e-4)

@@ -9,14 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..runtime.trt_install import (  # noqa: F401 (the probe's API)
-    L4T_TO_JETPACK,
-    jetpack_for_l4t,
-    parse_nv_tegra_release,
-)
-
-RELEASE_FILE = "etc/nv_tegra_release"
-MODEL_FILE = "proc/device-tree/model"
+from ..runtime.cuda_env import L4T_RELEASE, device_tree_model
+from ..runtime.trt_install import jetpack_for_l4t, parse_nv_tegra_release  # noqa: F401 (the probe's API)
 
 
 def _read(root: Path, rel: str) -> str | None:
@@ -27,9 +21,9 @@ def _read(root: Path, rel: str) -> str | None:
 
 
 def is_jetson(root: Path = Path("/")) -> bool:
-    if (root / RELEASE_FILE).is_file():
+    if (root / L4T_RELEASE).is_file():
         return True
-    model = _read(root, MODEL_FILE) or ""
+    model = device_tree_model(root) or ""
     return "jetson" in model.lower() or ("nvidia" in model.lower() and "tegra" in model.lower())
 
 
@@ -84,8 +78,8 @@ def probe(root: Path = Path("/")) -> dict | None:
     """Everything we record about a Jetson, or None off-Jetson."""
     if not is_jetson(root):
         return None
-    info: dict = {"model": (_read(root, MODEL_FILE) or "").strip("\x00 \n") or None}
-    info.update(parse_nv_tegra_release(_read(root, RELEASE_FILE) or "") or {})
+    info: dict = {"model": device_tree_model(root)}
+    info.update(parse_nv_tegra_release(_read(root, L4T_RELEASE) or "") or {})
     info["nvpmodel"] = parse_nvpmodel_query(_run(["nvpmodel", "-q"]) or "") if root == Path("/") else None
     info["clocks"] = read_clocks(root)
     return info

@@ -196,9 +196,8 @@ def prepare_polygraphy_cuda() -> Path:
     if lib is None:
         raise UserError("no CUDA runtime library (libcudart.so) found: install the CUDA toolkit or "
                         "`pip install nvidia-cuda-runtime` for your driver's CUDA major")
-    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-    if str(lib.parent) not in paths:
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([str(lib.parent), *paths])
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != str(lib.parent)]
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([str(lib.parent), *paths])
     return lib
 
 

@@ -17,7 +17,6 @@ from ..errors import UserError
 from ..manifest import file_sha256, read_json, write_bytes_atomic, write_json_atomic
 from .cuda_env import (  # noqa: F401 (re-exported: the TensorRT API of this package is here)
     GpuInfo,
-    cudart_module,
     gpu_errors,
     gpu_info,
     prepare_polygraphy_cuda,
