@@ -11,7 +11,7 @@ GLYPH_PKGS := $(shell sed -e 's/\#.*//' p4q_export/data/glyph_packages.txt | awk
 PYTEST_ARGS ?=
 BENCH_SCALE_ARGS ?=
 
-.PHONY: setup demo test bench bench-scale bench-families battery lint clean
+.PHONY: setup demo pretrain test bench bench-scale bench-families battery lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,13 @@ $(STAMP): pyproject.toml p4q_export/data/glyph_packages.txt
 
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+# Redo the test beds' pretraining (~10 + ~8 min on 2 cores) into out/pretrain/ and say whether this
+# machine reproduces the shipped beds bit for bit; train on yours with --set model=out/pretrain/testbed.
+pretrain: setup
+	$(CLI) pretrain --recipe recipes/testbed-pretrain.yaml --out out/pretrain/testbed
+	$(CLI) pretrain --recipe recipes/glyphs-pretrain.yaml --out out/pretrain/glyphs
+	$(PY) scripts/ship_testbeds.py --check testbed=out/pretrain/testbed glyphs=out/pretrain/glyphs
 
 test: setup lint
 	$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """`make bench-families`: the supported-tower matrix at full size, as a user runs it. For each
 open_clip model (random weights, seeded): `export --precision int8` on Fashion-MNIST calibration
 (wall time and the process's peak memory), `validate --backend ort`, and ORT INT8 vs FP32 latency
-at batch 1. Writes families.json and families.md and prints the table (the README's).
+at batch 1. Writes families.json and families.md and prints the table (docs/benchmarks.md's).
 
     python -m benchmarks.families [--models ViT-B-16,RN50] [--out DIR] [--calib-images 32]
 """

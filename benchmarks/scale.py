@@ -26,9 +26,8 @@ import yaml
 
 from benchmarks.scale_data import DataParams, ensure_dataset
 from benchmarks.scale_proc import run_stage
-from p4q_export.bench.run import cpu_info
 from p4q_export.data.loader import default_workers
-from p4q_export.devices import device_kind
+from p4q_export.devices import cpu_info, device_kind
 from p4q_export.models.testbed import REPO_ROOT, cache_root
 
 MODEL = "ViT-B-32"  # random weights: no pretrained tag, no network

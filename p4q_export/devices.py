@@ -9,6 +9,8 @@ no longer compute the same codes. `resolve_device` switches TF32 off for that re
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -88,3 +90,30 @@ def module_device(module: torch.nn.Module) -> torch.device:
     """Where a module's parameters live (CPU for a module without any)."""
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def cpu_info(cpuinfo_text: str | None = None) -> dict:
+    """CPU model, core counts and the SIMD flags that decide INT8 speed (VNNI) from /proc/cpuinfo."""
+    if cpuinfo_text is None:
+        try:
+            cpuinfo_text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo_text = ""
+    fields: dict = {}
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key and key not in fields:
+            fields[key] = value.strip()
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    model = fields.get("model name") or fields.get("hardware") or platform.processor() or platform.machine()
+    return {
+        "model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "available_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
+        "vnni": bool(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"}) or "asimddp" in flags,  # x86 VNNI / Arm dot product
+        "amx_int8": "amx_int8" in flags,
+    }

@@ -1,10 +1,16 @@
-"""Print the demo's accuracy ladder and latency table from the JSON the CLI wrote."""
+"""Print the demo's accuracy ladders and latency table from the JSON the CLI wrote, and draw the
+ladders (OUT/ladder.png)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+from ladder_plot import plot_ladders
+
+IN_DOMAIN = (("W8A8 (image tower)", "p4q-w8a8", "W8A8"), ("W4A4 (+ text tower)", "p4q-w4a4", "W4A4 +text"),
+             ("W3A3 (+ text tower)", "p4q-w3a3", "W3A3 +text"))
 
 
 def load(path: Path) -> dict:
@@ -15,12 +21,19 @@ def pct(v) -> str:
     return "   n/a" if v is None else f"{100 * v:6.2f}"
 
 
+def _cells(fp, coop, ptq, p4q) -> dict:
+    return {k: 100 * v for k, v in zip(("FP zero-shot", "FP CoOp", "PTQ zero-shot", "P4Q"), (fp, coop, ptq, p4q)) if v is not None}
+
+
 def main(out: Path) -> None:
     coop = load(out / "coop" / "metrics.json").get("accuracy", {})
-    rows = []
-    for label, run in (("W8A8 (image tower)", "p4q-w8a8"), ("W4A4 (+ text tower)", "p4q-w4a4")):
+    rows, in_domain = [], []
+    for label, run, short in IN_DOMAIN:
         acc = load(out / run / "metrics.json").get("accuracy", {})
+        if not acc:
+            continue
         ptq, p4q, fp = acc.get("ptq_zeroshot"), acc.get("trained"), acc.get("fp_zeroshot")
+        in_domain.append((short, _cells(fp, coop.get("trained"), ptq, p4q)))
         recovered = "" if None in (ptq, p4q, fp) or fp <= ptq else f"{100 * (p4q - ptq) / (fp - ptq):5.0f}%"
         rows.append(f"| {label:<20} | {pct(fp)} | {pct(coop.get('trained'))} | {pct(ptq)} | {pct(p4q)} | {recovered:>9} |")
     print("\nAccuracy ladder (Fashion-MNIST test split, 10,000 images, top-1 %; 16 shots, seed 1)\n")
@@ -30,6 +43,12 @@ def main(out: Path) -> None:
         print(r)
 
     glyphs = load(out / "glyphs" / "ladder.json")
+    transfer = []
+    for data, row in glyphs.get("rows", {}).items():
+        for setting in ("W8A8", "W4A4 +text"):
+            trained = row.get(f"P4Q {setting}") or {}
+            transfer.append((f"{data}\n{setting}", _cells(row.get("FP zero-shot"), (row.get("FP CoOp") or {}).get("mean"),
+                                                           row.get(f"P4Q {setting} PTQ zero-shot"), trained.get("mean"))))
     if glyphs.get("rows"):
         print("\nTransfer ladder (CLIP pretrained on rendered glyphs only; test splits, top-1 %; 16 shots, "
               f"seeds {glyphs.get('seeds')})\n")
@@ -40,6 +59,9 @@ def main(out: Path) -> None:
             print(f"| {data:<13} | {pct(row.get('FP zero-shot'))}    | {trained['FP CoOp']}  | "
                   f"{pct(row.get('P4Q W8A8 PTQ zero-shot'))}   | {trained['P4Q W8A8']}   | "
                   f"{pct(row.get('P4Q W4A4 +text PTQ zero-shot'))}   | {trained['P4Q W4A4 +text']}         |")
+
+    if in_domain or transfer:
+        print(f"\nwrote {plot_ladders(in_domain, transfer, out / 'ladder.png')}")
 
     v = load(out / "validate.json")
     if v:

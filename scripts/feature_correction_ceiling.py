@@ -6,7 +6,7 @@ could win back: the ceiling P4Q's adapter works under.
 Prints top-1 on the recipe's evaluation split for: FP image + FP text (FP zero-shot), quantized
 image + FP text (the loss that is the image tower's), and quantized image features corrected by
 the best linear map onto the FP features (ridge regression, fitted on the 16-shot images or on the
-unlabeled calibration images) with the FP text classifier. The README's W4A4 diagnosis comes
+unlabeled calibration images) with the FP text classifier. The W4A4 diagnosis in docs/testbeds.md comes
 from `python scripts/feature_correction_ceiling.py recipes/testbed-p4q-w4a4.yaml`.
 """
 

@@ -1,4 +1,4 @@
-"""Contact sheet of the glyph corpus for the README: rows of classes (digits, letters, Greek,
+"""Contact sheet of the glyph corpus for docs/testbeds.md: rows of classes (digits, letters, Greek,
 Cyrillic, math, arrows, symbols, clothing emoji), each with its first caption and 12 renders.
 
     python scripts/glyph_contact_sheet.py [--out docs/glyphs-contact-sheet.png]

@@ -1,5 +1,5 @@
-"""Shared fixtures. The pretrained test-bed model is built once per recipe and cached under
-$P4Q_CACHE (default ~/.cache/p4q-export), so only the first run on a machine pays for it."""
+"""Shared fixtures. The test-bed models are shipped with the project (p4q_export/testbeds/); only
+the determinism test pretrains (a few steps)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def testbed_model() -> Path:
-    """Directory of the pretrained test-bed CLIP (open_clip config + weights + manifest)."""
+    """Directory of the shipped test-bed CLIP (open_clip config + weights + manifest)."""
     from p4q_export.models.testbed import ensure_testbed
 
     return ensure_testbed()

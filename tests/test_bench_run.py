@@ -11,13 +11,13 @@ from support import make_tiny_bundle
 from p4q_export.bench import report as report_mod
 from p4q_export.bench.run import (
     BenchRequest,
-    cpu_info,
     parse_backends,
     parse_batches,
     plan_backends,
     run_bench,
 )
 from p4q_export.bench.timing import summarize, time_callable
+from p4q_export.devices import cpu_info
 from p4q_export.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""`ARCH:/path/file.pt` as the README documents it: the architecture by name, the weights from a
+"""`ARCH:/path/file.pt` as docs/models-and-data.md documents it: the architecture by name, the weights from a
 local file (open_clip's state-dict form), even though the spec ends in `.pt`."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The matrix runs on small members of each family (tests/data/towers: the same open_clip / timm
 architectures as the shipped CLIPs at 64 px, one-layer text towers), random weights seeded as for
 any open_clip NAME. The full-size matrix (ViT-B-16, EVA02-B-16, MobileCLIP-B, MobileCLIP2-S0,
-RN50, convnext_base) is `python -m benchmarks.families` (README, "Supported towers")."""
+RN50, convnext_base) is `python -m benchmarks.families` (docs/models-and-data.md, "Supported image towers")."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def test_missing_tensorrt_says_how_to_install():
     with pytest.raises(UserError) as err:
         trt_engine.require_tensorrt()
     message = str(err.value)
-    assert "pip install 'p4q-export[" in message and "README" in message and "\n" not in message
+    assert "pip install 'p4q-export[" in message and "docs/tensorrt.md" in message and "\n" not in message
 
 
 @pytest.mark.skipif(trt_available, reason="checks the message shown where TensorRT is missing")

@@ -108,6 +108,7 @@ def plot(report: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     acc = accuracy_items(report.get("accuracy"))
     fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(11 if acc else 7, 4.2), squeeze=False,
@@ -126,20 +127,27 @@ def plot(report: dict, path: Path) -> Path:
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.minorticks_off()
     ax.set_yscale("log")
-    ax.set_xlabel("batch")
-    ax.set_ylabel("p50 latency (ms)")
-    ax.set_title(f"latency vs batch on {report['device']}")
+    # plain milliseconds at 1-2-5 steps: a log axis inside one decade otherwise has no labels
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("batch size (images per call)")
+    ax.set_ylabel("p50 latency per call (ms, log scale)")
+    cpu = ((report.get("machine") or {}).get("cpu") or {}).get("model")
+    ax.set_title(f"latency vs batch on {report['device']}" + (f"\n{cpu}" if cpu and report["device"] == "cpu" else ""),
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     if acc:
         ax2 = axes[0][1]
         labels, values = zip(*acc)
+        values = [100 * v if v <= 1 else v for v in values]  # fractions in the manifest, percent on the plot
         ax2.barh(range(len(values)), values, color="tab:green")
         ax2.set_yticks(range(len(values)), labels, fontsize=8)
-        ax2.set_xlabel("top-1 (manifest)")
-        ax2.set_xlim(0, 1 if max(values) <= 1 else 100)
+        ax2.set_xlabel("top-1 accuracy (%), from the bundle's manifest")
+        ax2.set_xlim(0, 100)
         for i, v in enumerate(values):
-            ax2.text(v, i, f" {v:.3f}" if v <= 1 else f" {v:.1f}", va="center", fontsize=8)
+            ax2.text(v, i, f" {v:.1f}%", va="center", fontsize=8)
         ax2.set_title("accuracy")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     uint8 or float32, logits and embedding float32), so every runner feeds every graph alike.
     AutoCast's range rule (a reference run keeping FP32 whatever exceeds a bound on sample
     inputs) stays off: its reference pass held 9.8 GB for 8 images on ViT-B-32, and the fixed
-    split validates at cosine >= 0.999 (README)."""
+    split validates at cosine >= 0.999 (docs/validation.md)."""
     try:
         from modelopt.onnx.autocast import convert_to_mixed_precision
     except ImportError as exc:

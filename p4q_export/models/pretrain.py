@@ -138,7 +138,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
     arithmetic."""
     import open_clip
 
-    from ..devices import describe_device
+    from ..devices import cpu_info, describe_device
 
     out_dir = Path(out_dir)
     register_project_configs()
@@ -191,6 +191,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: Path | str, device: torch.device |
             "final_loss": float(np.mean(losses[-20:])),
             "seconds": round(seconds, 1),
             "device": describe_device(device),
+            "machine": cpu_info(),  # float rounding of the training depends on the CPU's instruction set
             "accuracy": accuracy,
             "versions": versions(),
             "files": {f: file_sha256(tmp / f) for f in (WEIGHTS_FILE, CONFIG_FILE)},

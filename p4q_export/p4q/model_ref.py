@@ -7,8 +7,14 @@ from pathlib import Path
 
 
 def weights_file(path: Path) -> Path:
-    """The weights of a local model: the file itself, or an open_clip directory's weights file."""
-    return path / "open_clip_pytorch_model.bin" if path.is_dir() else path
+    """The weights of a local model: the file itself, or the weights file open_clip picks in a
+    model directory (the shipped test beds hold safetensors)."""
+    if not path.is_dir():
+        return path
+    from open_clip.factory import _find_checkpoint_in_dir
+
+    found = _find_checkpoint_in_dir(path)
+    return Path(found) if found else path / "open_clip_pytorch_model.bin"
 
 
 def model_reference(loaded) -> dict:

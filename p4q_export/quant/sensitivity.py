@@ -5,7 +5,7 @@ Two measures rank layers: the top-1 gain (what users care about, but a 0/1 outco
 a 1,000-image sample cannot resolve the 0.1-2 point differences between layers) and the KL
 divergence of the logits from the FP model's (every image contributes a graded amount, so it
 resolves the same differences on fewer images). On the test bed the greedy pick by KL recovered
-56% of the PTQ drop on the test split where the pick by top-1 recovered 30% (README, `inspect`).
+56% of the PTQ drop on the test split where the pick by top-1 recovered 30% (docs/quantization.md, `inspect`).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def require_tensorrt():
     except Exception as exc:  # ImportError, or a stub wheel that raises on import
         hint = install_hint(l4t_release(), driver_cuda_version())
         raise UserError(f"TensorRT is not installed: {hint} "
-                        f"(all install paths: README, TensorRT) ({type(exc).__name__}: {exc})") from None
+                        f"(all install paths: docs/tensorrt.md) ({type(exc).__name__}: {exc})") from None
     return trt
 
 

@@ -4,7 +4,7 @@ The bindings must not be newer than the driver: cuda-bindings 13 links the CUDA 
 statically and needs an R580+ driver, so on a CUDA 12 driver (JetPack 6, R535-R570 on x86) every
 call returns cudaErrorInsufficientDriver (35). A plain `pip install cuda-python` takes the newest
 major, so every target pins the major of its driver's CUDA (and JetPack, whose CUDA is part of the
-image, the minor too). The README's install section is this table; `install_hint` names the one
+image, the minor too). docs/tensorrt.md's install section is this table; `install_hint` names the one
 row that fits the machine it runs on.
 """
 
