@@ -24,6 +24,7 @@ from .devices import describe_device, peak_gpu_memory_mb, resolve_device
 from .errors import UserError
 from .models import load_model
 from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
+from .runtime.backends import DEFAULT, find_backend
 
 
 @dataclass
@@ -61,7 +62,7 @@ def ptq_of(req: QuantTarget, loaded, keep_fp: list[str] | None = None):
 
 @dataclass
 class EvalRequest(QuantTarget):
-    backend: str | None = None  # None: torch for models and runs, ort-exact for bundles
+    backend: str | None = None  # None: the torch reference for models and runs, backends.DEFAULT for bundles
     limit: int = 0
     amp: bool = False  # bf16 autocast for an FP model's forward (never for the quantized one)
     batch_size: int = 500
@@ -77,7 +78,7 @@ def evaluate(req: EvalRequest) -> dict:
 
         if req.amp or req.keep_fp:
             raise UserError(f"{'--amp' if req.amp else '--keep-fp'} applies to a MODEL; a bundle runs as exported")
-        return evaluate_bundle(target, req.data, backend=req.backend or "ort-exact", limit=req.limit or None,
+        return evaluate_bundle(target, req.data, backend=req.backend or DEFAULT, limit=req.limit or None,
                                workers=req.workers, device=req.device)
     from .p4q.run import is_run_dir
 
@@ -92,7 +93,7 @@ def evaluate(req: EvalRequest) -> dict:
     if is_run and given:
         raise UserError(f"{', '.join(given)} applies to a MODEL; a RUN is scored with the quantization it was trained with "
                         "(its recipe's profile and bits)")
-    if not is_run and req.backend not in (None, "torch"):
+    if not is_run and req.backend is not None and not getattr(find_backend(req.backend), "reference", False):
         raise UserError(f"--backend {req.backend} needs an exported bundle; export first (p4q-export export)")
     device = resolve_device(req.device)
     started = time.perf_counter()

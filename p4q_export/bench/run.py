@@ -3,7 +3,8 @@ warm-up then timed iterations; machine facts; tegrastats power on a Jetson; repo
 
 Every row says where it ran (`ran_on`: "cpu" or "cuda:0 (NAME)"). On `--device cuda` the torch
 rows run on the GPU (FP32 with TF32 off, FP16, BF16; CUDA-event timing) next to TensorRT where it
-is installed; ONNX Runtime here has only its CPU provider, so its rows are opt-in there."""
+is installed; ONNX Runtime here has only its CPU provider, so its rows are opt-in there. Which
+rows: bench/plan.py, from the backend registry (runtime/backends)."""
 
 from __future__ import annotations
 
@@ -19,20 +20,12 @@ from ..config import comma_list
 from ..devices import cpu_info
 from ..errors import UserError
 from ..progress import log as say
+from ..runtime.backends import backend_spec
 from . import jetson
+from .plan import GPU_DEVICES, parse_backends, plan_backends  # noqa: F401 (parse_backends: the bench API)
 from .timing import Timing, time_callable, time_cuda_events
 
 DEVICES = ("cpu", "cuda", "jetson")
-# (backend, precision) in report order; the contract's names (plus bf16).
-TORCH_BACKENDS = [("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16"), ("torch", "int8")]
-ORT_BACKENDS = [("ort", "fp32"), ("ort", "int8"), ("ort-exact", "int8")]
-CPU_BACKENDS = TORCH_BACKENDS + ORT_BACKENDS
-GPU_BACKENDS = [("trt", "fp16"), ("trt", "int8")]
-# The fake-quant reference is slow and not a deployment target; half precision on a CPU is not a
-# deployment target either: opt-in with --backends.
-DEFAULT_SKIP = {("torch", "int8")}
-CPU_OPT_IN = {("torch", "fp16"), ("torch", "bf16")}
-CPU_ONLY = ("ort", "ort-exact")  # onnxruntime is used with CPUExecutionProvider only
 
 
 @dataclass
@@ -59,24 +52,13 @@ def parse_batches(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-def parse_backends(text: str | None) -> list | None:
-    if text is None:
-        return None
-    known = {f"{b}/{p}" for b, p in CPU_BACKENDS + GPU_BACKENDS}
-    chosen = comma_list(text, "--backends", "ort/int8,ort/fp32")
-    unknown = [c for c in chosen if c not in known]
-    if unknown:
-        raise UserError(f"unknown backend {unknown[0]!r}; choose from {', '.join(sorted(known))}")
-    return chosen
-
-
 # ----------------------------------------------------------------------------- machine facts
 
 def machine_info(device: str) -> dict:
     from ..manifest import versions
 
     info = {"hostname": platform.node(), "cpu": cpu_info(), "versions": versions()}
-    if device in ("cuda", "jetson"):
+    if device in GPU_DEVICES:
         from ..runtime.trt_engine import gpu_info
 
         try:
@@ -146,9 +128,10 @@ def ran_on(backend: str, torch_device) -> str:
     """Where a row's arithmetic ran: what the `ran_on` key of every bench row records."""
     from ..devices import describe_device
 
-    if backend == "torch" and torch_device is not None:
+    runs_on = backend_spec(backend).runs_on
+    if runs_on == "torch" and torch_device is not None:
         return describe_device(torch_device)
-    if backend != "trt":
+    if runs_on != "gpu":
         return "cpu"
     import torch
 
@@ -167,10 +150,11 @@ def ran_on(backend: str, torch_device) -> str:
 def _open(bundle, backend: str, precision: str, threads: int | None, torch_device=None) -> Callable:
     from ..runtime.base import open_runner
 
+    spec = backend_spec(backend)
     opts: dict = {"precision": precision}
-    if backend in ("ort", "ort-exact") and threads:
+    if spec.threads and threads:
         opts["threads"] = threads
-    if backend == "torch" and torch_device is None:
+    if spec.runs_on == "torch" and torch_device is None:
         import torch
 
         raise UserError(f"this PyTorch build ({torch.__version__}) has no CUDA: its rows would run on the CPU")
@@ -188,23 +172,6 @@ def _ensure_engine(bundle, precision: str) -> None:
         say(f"building the {precision} TensorRT engine for this GPU (first run only) ...")
         options = trt_engine.BuildOptions(engine=precision)
         trt_engine.build_engine(bundle.path, options)
-
-
-def plan_backends(device: str, chosen: list | None) -> tuple[list[tuple[str, str]], list[dict]]:
-    """The (backend, precision) pairs to time in report order, and those left out with a reason.
-    On cuda the CPU-only ORT rows are left out unless asked for (then they run, labelled cpu)."""
-    pairs = CPU_BACKENDS + (GPU_BACKENDS if device in ("cuda", "jetson") else [])
-    if chosen is not None:
-        return [p for p in pairs if f"{p[0]}/{p[1]}" in chosen], []
-    opt_in = set(DEFAULT_SKIP)
-    left_out = []
-    if device == "cuda":
-        left_out = [p for p in pairs if p[0] in CPU_ONLY]
-    else:
-        opt_in |= CPU_OPT_IN
-    skipped = [{"backend": b, "precision": p, "reason": f"CPU only (ONNX Runtime's CPU provider), not a GPU number: "
-                f"ask for it with --backends {b}/{p} to time it on this machine's CPU"} for b, p in left_out]
-    return [p for p in pairs if p not in opt_in and p not in left_out], skipped
 
 
 def random_inputs(bundle, batch: int, seed: int = 0) -> np.ndarray:
@@ -241,7 +208,7 @@ def run_bench(req: BenchRequest) -> dict:
     try:
         for backend, precision in pairs:
             try:
-                if backend == "trt" and req.build_engines:
+                if backend_spec(backend).tensorrt and req.build_engines:
                     _ensure_engine(bundle, precision)
                 runner = _open(bundle, backend, precision, req.threads, torch_device)
             except (UserError, ImportError, TypeError, NotImplementedError) as exc:
@@ -296,7 +263,8 @@ def _time_row(runner, backend: str, precision: str, bundle, batch: int, req: Ben
     perf_counter around a host-synchronous call."""
     images = random_inputs(bundle, batch)
     extra: dict = {"timer": "perf_counter"}
-    if backend == "torch" and torch_device is not None and torch_device.type == "cuda":
+    spec = backend_spec(backend)
+    if spec.runs_on == "torch" and torch_device is not None and torch_device.type == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats(torch_device)
@@ -308,7 +276,7 @@ def _time_row(runner, backend: str, precision: str, bundle, batch: int, req: Ben
 
         extra = {"timer": "cuda-events", "includes_copy": bool(req.include_copy),
                  "peak_gpu_mb": peak_gpu_memory_mb(torch_device)}
-    elif backend == "trt":
+    elif spec.tensorrt:
         timing, extra = _time_trt(runner, images, req)
     else:
         timing = time_callable(runner, images, req.iterations, req.warmup)

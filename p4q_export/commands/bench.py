@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..bench.plan import backends_help, threads_help
 from ..progress import log
 from ._common import JsonOpt, emit, json_mode
 
@@ -18,8 +19,8 @@ def bench(
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, e.g. 1,8,32.")] = "1,8,32",
     iterations: Annotated[int, typer.Option("--iterations", help="Timed iterations per batch size.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up iterations per batch size.")] = 3,
-    backends: Annotated[str | None, typer.Option("--backends", help="Only these, e.g. ort/int8,ort/fp32,torch/fp32 (torch/int8, the fake-quant reference, is opt-in).")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads (default: ORT's choice).")] = None,
+    backends: Annotated[str | None, typer.Option("--backends", help=backends_help())] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help=threads_help())] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report directory (default BUNDLE/bench).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="SSH port.")] = None,
     identity: Annotated[Path | None, typer.Option("--identity", help="SSH private key file.")] = None,

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ..config import CALIB_IMAGES
+from ..runtime.backends import DEFAULT, choices_help, reference_spec
 from ._common import AmpOpt, DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
@@ -16,7 +17,8 @@ def eval_command(
     quant: Annotated[str | None, typer.Option("--quant", help="PTQ profile: trt, ort-x86 or paper.")] = None,
     bits: Annotated[str | None, typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4, 3/3.")] = None,
     quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize the text tower too.")] = False,
-    backend: Annotated[str | None, typer.Option("--backend", help="torch (reference; default for models and runs), ort, ort-exact (default for bundles) or trt.")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help=choices_help(notes={
+        reference_spec().name: "default for models and runs", DEFAULT: "default for bundles"}) + ".")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Evaluate on a fixed subset of N test images (0 = all).")] = 0,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for --quant (the same seeded sample as `train` and `export MODEL`).")] = CALIB_IMAGES,
     act_observer: Annotated[str | None, typer.Option("--act-observer", help="Activation observer for --quant: minmax, percentile[:P] or omse.")] = None,

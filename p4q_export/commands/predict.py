@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..runtime.backends import DEFAULT, choices_help
 from ._common import DeviceOpt, JsonOpt, emit
 
 
@@ -14,7 +15,7 @@ def predict(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An exported bundle directory.")],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ...).")],
     top_k: Annotated[int, typer.Option("--top-k", help="Labels per image.")] = 5,
-    backend: Annotated[str, typer.Option("--backend", help="ort-exact (default), ort (fast INT8 kernels), torch or trt.")] = "ort-exact",
+    backend: Annotated[str, typer.Option("--backend", help=choices_help(notes={DEFAULT: "default"}) + ".")] = DEFAULT,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:

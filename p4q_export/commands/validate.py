@@ -7,15 +7,33 @@ from typing import Annotated
 
 import typer
 
-from ..errors import CheckFailed
+from ..errors import CheckFailed, UserError
 from ..progress import log, pct
+from ..registry import or_list
+from ..runtime.backends import backend_specs, choices_help, compared_specs
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
+
+ORT = "ort"  # --backend ort: ONNX Runtime in --ort-mode; ort-MODE names the mode
+
+
+def _ort_modes() -> dict[str, str]:
+    """--ort-mode → the backend it picks (each backend's `ort_mode`)."""
+    return {s.ort_mode: s.name for s in backend_specs() if s.ort_mode}
+
+
+def _choices() -> dict[str, str]:
+    """--backend (other than plain `ort`) → the backend it runs."""
+    choices = {s.name: s.name for s in compared_specs()}
+    choices.update({f"{ORT}-{mode}": name for mode, name in _ort_modes().items()})
+    return choices
 
 
 def validate(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An exported bundle directory.")],
-    backend: Annotated[str, typer.Option("--backend", help="ort | ort-exact | trt. ORT runs in --ort-mode (default exact: Q/DQ computed exactly, the CPU stand-in for TensorRT).")] = "ort",
-    ort_mode: Annotated[str, typer.Option("--ort-mode", help="exact (what TensorRT computes) or fast (ORT's INT8 kernels; use with ort-x86 bundles).")] = "exact",
+    backend: Annotated[str, typer.Option("--backend", help=f"{choices_help(compared_specs())}. {ORT} alone runs in --ort-mode, "
+                                         f"{ORT}-MODE in that mode.")] = ORT,
+    ort_mode: Annotated[str, typer.Option("--ort-mode", help=or_list(f"{mode} (as {name})" for mode, name in _ort_modes().items())
+                                          + "; use fast with ort-x86 bundles.")] = "exact",
     data: DataOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Validate on N images (every k-th of the test split).")] = None,
     cosine_min: Annotated[float | None, typer.Option("--cosine-min", help="Minimum per-image cosine of the embedding output, or of the logits for a bundle without one (default: manifest, 0.999).")] = None,
@@ -32,10 +50,9 @@ def validate(
 
     The cosine that gates is the image embedding's where the bundle has that output (the default
     export), else the logits'. Top-1 agreement leaves out the images the reference ties."""
-    from ..errors import UserError
     from ..runtime.validate import validate_bundle
 
-    backend = _resolve_backend(backend, ort_mode, UserError)
+    backend = _resolve_backend(backend, ort_mode)
     r = validate_bundle(bundle, backend, data, limit, cosine_min, top1_agreement_min, tie_cosine, device=device, workers=workers,
                         precision=precision)
     emit(r, json_out, lambda d: f"{'PASSED' if d['passed'] else 'FAILED'} {d['backend']} {d['precision']} vs torch on {d['n']} images: "
@@ -50,13 +67,13 @@ def validate(
                           f"top-1 agreement {pct(r['top1_agreement'])} (need {pct(t['top1_agreement_min'])})")
 
 
-def _resolve_backend(backend: str, ort_mode: str, UserError) -> str:
-    if ort_mode not in ("exact", "fast"):
-        raise UserError(f"--ort-mode must be exact or fast, got '{ort_mode}'")
-    if backend == "ort":
-        return "ort-exact" if ort_mode == "exact" else "ort"
-    if backend in ("ort-exact", "ort-fast"):
-        return "ort-exact" if backend == "ort-exact" else "ort"
-    if backend == "trt":
-        return backend
-    raise UserError(f"unknown --backend '{backend}' (expected ort, ort-exact, ort-fast or trt)")
+def _resolve_backend(backend: str, ort_mode: str) -> str:
+    modes = _ort_modes()
+    if ort_mode not in modes:
+        raise UserError(f"--ort-mode must be {or_list(sorted(modes))}, got '{ort_mode}'")
+    if backend == ORT:
+        return modes[ort_mode]
+    choices = _choices()
+    if backend not in choices:
+        raise UserError(f"unknown --backend '{backend}' (expected {or_list(sorted({ORT, *choices}))})")
+    return choices[backend]

@@ -3,9 +3,8 @@
     runner = open_runner("bundle/", "ort-exact")
     logits = runner(images)   # float32 N×3×S×S normalized (uint8 N×3×S×S 0-255 for --uint8-input bundles)
 
-Backends: `torch` (the fake-quant PyTorch reference), `ort` (ONNX Runtime CPU, its fast INT8
-kernels), `ort-exact` (ORT computing Q/DQ exactly: the CPU stand-in for TensorRT), `trt`
-(TensorRT, p4q_export.runtime.trt_runner, imported only when asked for).
+The backends (`torch`, `ort`, `ort-exact`, `trt`, ...) are the registry's: runtime/backends/,
+one module each; a runner's module is imported only when it is asked for.
 """
 
 from __future__ import annotations
@@ -15,14 +14,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import UserError
-
-BACKENDS = ("torch", "ort", "ort-exact", "trt")
+from .backends import backend_spec
 
 
 @runtime_checkable
 class Runner(Protocol):
-    backend: str  # torch | ort | ort-exact | trt
+    backend: str  # the registered backend's name (runtime/backends)
     precision: str  # fp32 | fp16 | bf16 | int8
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -38,26 +35,13 @@ def open_runner(bundle, backend: str, device: str | None = None, **opts) -> Runn
     """`bundle`: a Bundle or a bundle directory (hashes verified). `device` is where the torch
     backend runs (auto|cpu|cuda|cuda:N; default cpu); the other backends choose their own, so
     they ignore it. `opts` go to the runner:
-    torch: precision="int8"|"fp32"|"fp16"|"bf16", threads=N;
-    ort/ort-exact: precision="int8"|"fp32" (fp32 = the same graph with Q/DQ stripped), threads=N;
+    torch (TorchRunner): precision="int8"|"fp32"|"fp16"|"bf16", threads=N;
+    the ORT backends (OrtRunner): precision="int8"|"fp32" (fp32 = the graph with Q/DQ stripped), threads=N;
     trt: whatever trt_runner.TrtRunner accepts (e.g. engine path, fp16)."""
     from ..deploy.bundle import Bundle, load_bundle
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
-    if backend == "torch":
-        from .torch_runner import TorchRunner
-
-        return TorchRunner(b, device=device or "cpu", **opts)
-    if backend in ("ort", "ort-exact"):
-        from .ort_runner import OrtRunner
-
-        return OrtRunner(b, exact=backend == "ort-exact", **opts)
-    if backend == "trt":
-        # imports without TensorRT: constructing the runner says how to install it
-        from .trt_runner import TrtRunner
-
-        return TrtRunner(b, **opts)
-    raise UserError(f"unknown backend '{backend}' (expected one of: {', '.join(BACKENDS)})")
+    return backend_spec(backend).open(b, device, **opts)
 
 
 def run_batched(runner: Runner, images: np.ndarray, batch_size: int = 256) -> np.ndarray:

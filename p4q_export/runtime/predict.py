@@ -8,6 +8,7 @@ import numpy as np
 
 from ..deploy.bundle import load_bundle
 from ..errors import UserError
+from .backends import DEFAULT
 from .base import open_runner
 from .inputs import file_inputs
 
@@ -18,7 +19,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_files(bundle_dir: Path | str, files: list[Path | str], top_k: int = 5, backend: str = "ort-exact",
+def predict_files(bundle_dir: Path | str, files: list[Path | str], top_k: int = 5, backend: str = DEFAULT,
                   device: str = "auto", **runner_opts) -> dict:
     """`device`: where the torch backend runs (the other backends choose their own)."""
     if not files:

@@ -33,6 +33,8 @@ from ..deploy.bundle import Bundle, load_bundle, validation_file
 from ..errors import UserError
 from ..manifest import write_json_atomic
 from ..progress import log, progress_iter, slow_step
+from ..registry import or_list
+from .backends import DEFAULT, backend_spec, compared_specs, reference_spec
 from .base import open_runner
 from .inputs import dataset_input_batches
 
@@ -135,7 +137,7 @@ def check_thresholds(cosine_min: float | None, top1_agreement_min: float | None,
         raise UserError(f"--tie-cosine must be in [0, 1), got {tie_cosine}")
 
 
-def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: str | None = None, limit: int | None = None,
+def validate_bundle(bundle_dir: Path | str, backend: str = DEFAULT, data: str | None = None, limit: int | None = None,
                     cosine_min: float | None = None, top1_agreement_min: float | None = None, tie_cosine: float | None = None,
                     write: bool = True, device: str = "cpu", workers: int | None = None, precision: str | None = None,
                     **runner_opts) -> dict:
@@ -150,8 +152,10 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     started = time.time()
     check_thresholds(cosine_min, top1_agreement_min, tie_cosine)  # the user's, before any work
     torch_device = resolve_device(device)
-    if backend == "torch":
-        raise UserError("validate compares a backend with the torch reference: use --backend ort, ort-exact or trt")
+    chosen, reference_name = backend_spec(backend), reference_spec().name
+    if chosen.reference:
+        raise UserError(f"validate compares a backend with the {reference_name} reference: "
+                        f"use --backend {or_list(s.name for s in compared_specs())}")
     bundle = load_bundle(bundle_dir)
     spec, ds = _dataset_for(bundle, data, limit)
     thresholds = bundle.thresholds
@@ -164,10 +168,10 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     precision = check_precision(precision or bundle.precision)
     runner = open_runner(bundle, backend, precision=precision, **runner_opts)
     graph = bundle.graphs.get(precision, {}).get("file")
-    if backend == "trt":  # an engine says which graph it was built from (int8 asks for any INT8 engine)
+    if chosen.tensorrt:  # an engine says which graph it was built from (int8 asks for any INT8 engine)
         precision, graph = runner.precision, runner.engine_entry.get("graph")
     quantized = bundle.graph_is_quantized(precision)
-    reference = open_runner(bundle, "torch", device=str(torch_device), precision="int8" if quantized else "fp32")
+    reference = open_runner(bundle, reference_name, device=str(torch_device), precision="int8" if quantized else "fp32")
     # said once it takes a while: a damaged image among the first is then the only line
     with slow_step(f"validating {backend} ({precision}) against the torch reference on {len(ds)} images of {spec}"):
         test_out, ref_out = _all_outputs([runner, reference], bundle, ds, workers)
@@ -182,7 +186,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
     finite = all(np.isfinite(v).all() for v in test_out.values())
     passed = bool(stats["cosine_min"] >= cmin and stats["top1_agreement"] >= amin and finite)
     aligned = None
-    if not passed and finite and quantized and runner.backend == "ort-exact" and precision == "int8":
+    if not passed and finite and quantized and chosen.rounding_replay and precision == "int8":
         aligned = _rounding_aligned(bundle, precision, reference, ds, test_out, gated, cmin, amin, tie, workers)
         passed = aligned["passed"]
     report = {
@@ -196,7 +200,7 @@ def validate_bundle(bundle_dir: Path | str, backend: str = "ort-exact", data: st
         "passed": passed,
         **({"rounding_aligned": aligned} if aligned is not None else {}),
         "thresholds": {"cosine_min": cmin, "top1_agreement_min": amin, "tie_cosine": tie},
-        "accuracy": {runner.backend: _accuracy(test_logits, ds.labels), "torch": _accuracy(ref_logits, ds.labels)},
+        "accuracy": {runner.backend: _accuracy(test_logits, ds.labels), reference.backend: _accuracy(ref_logits, ds.labels)},
         "n": len(ds),
         "data": spec,
         "reference_device": describe_device(torch_device),
@@ -225,7 +229,7 @@ def _rounding_aligned(bundle, precision, reference, ds, test_out, gated, cmin, a
             "top1_agreement": logits["top1_agreement"], **stats, "passed": passed}
 
 
-def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str = "ort-exact", limit: int | None = None,
+def evaluate_bundle(bundle_dir: Path | str, data_spec: str | None, backend: str = DEFAULT, limit: int | None = None,
                     workers: int | None = None, **runner_opts) -> dict:
     """Top-1/top-5 of a bundle on DATA's test split with one backend: {top1, top5, n, backend}.
     ONNX Runtime runs the deploy graph unless `precision` says otherwise."""

@@ -1,0 +1,107 @@
+"""The extension points are real: a backend and a quantization profile registered at test time
+(tests/registry_examples.py, no module of the package edited) reach every place that lists
+backends or profiles. Each assertion fails where that place keeps a hand-written list."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import registry_examples as ex
+from support import make_tiny_bundle
+
+from p4q_export.errors import UserError
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def examples():
+    ex.register()
+    yield ex
+    ex.unregister()
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path) -> Path:
+    return make_tiny_bundle(tmp_path / "tiny bundle")
+
+
+def _cli_help() -> dict[str, dict[str, str]]:
+    """{command: {option: help}} of the real CLI, built in a fresh process after registering the
+    examples (the commands build their help texts when they are imported)."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(TESTS)!r})
+import registry_examples
+registry_examples.register()
+from typer.main import get_command
+from p4q_export.cli import app
+group = get_command(app)
+print(json.dumps({{name: {{p.opts[0]: p.help for p in cmd.params if getattr(p, "help", None)}}
+                  for name, cmd in group.commands.items()}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_the_cli_help_lists_what_is_registered():
+    helps = _cli_help()
+    for command in ("eval", "validate", "predict"):
+        assert "ort-nospin (ONNX Runtime's fast kernels, threads not spinning)" in helps[command]["--backend"], command
+    pairs, opt_in = helps["bench"]["--backends"].split("Timed only when named here:")
+    assert "trt/int8, ort-nospin/fp32, ort-nospin/int8." in pairs and "ort-nospin/fp32" in opt_in
+    assert "ort-nospin rows" in helps["bench"]["--threads"]
+
+
+def test_bench_parses_plans_and_times_a_registered_backend(examples, tiny_bundle):
+    from p4q_export.bench.run import (
+        BenchRequest,
+        parse_backends,
+        plan_backends,
+        ran_on,
+        run_bench,
+    )
+
+    assert parse_backends("ort-nospin/int8,ort-nospin/fp32") == ["ort-nospin/int8", "ort-nospin/fp32"]
+    cpu, _ = plan_backends("cpu", None)
+    assert cpu[-1] == ("ort-nospin", "int8") and ("ort-nospin", "fp32") not in cpu  # bench_opt_in
+    gpu, skipped = plan_backends("cuda", None)
+    assert ("ort-nospin", "int8") not in gpu  # runs_on cpu: left out of a GPU bench, with the reason
+    assert {"backend": "ort-nospin", "precision": "int8"}.items() <= skipped[-1].items() and "CPU only" in skipped[-1]["reason"]
+    assert ran_on("ort-nospin", None) == "cpu"
+
+    seen = []
+
+    def recording_open(bundle, device, **opts):
+        seen.append(opts)
+        return ex.ORT_NOSPIN.open(bundle, device, **opts)
+
+    ex.BACKENDS.unregister("ort-nospin")
+    ex.BACKENDS.register(dataclasses.replace(ex.ORT_NOSPIN, open=recording_open))
+    rep = run_bench(BenchRequest(bundle=tiny_bundle, device="cpu", batches=[1], iterations=1, warmup=0,
+                                 backends=["ort-nospin/int8"], threads=1))
+    assert [(r["backend"], r["precision"], r["ran_on"]) for r in rep["results"]] == [("ort-nospin", "int8", "cpu")]
+    assert seen == [{"precision": "int8", "threads": 1}]  # `threads`: bench hands it --threads
+
+
+def test_validate_and_the_runners_resolve_a_registered_backend(examples, tiny_bundle):
+    from p4q_export.commands.validate import _resolve_backend
+    from p4q_export.runtime import open_runner
+    from p4q_export.runtime.validate import validate_bundle
+
+    assert _resolve_backend("ort-nospin", "exact") == "ort-nospin"
+    with pytest.raises(UserError, match=r"expected ort, ort-exact, ort-fast, ort-nospin or trt"):
+        _resolve_backend("onnx", "exact")
+    with pytest.raises(UserError, match=r"use --backend ort, ort-exact, trt or ort-nospin"):
+        validate_bundle(tiny_bundle, "torch", device="cpu")
+    runner = open_runner(tiny_bundle, "ort-nospin", precision="int8")
+    assert runner.backend == "ort-nospin"
+    assert runner.session.get_session_options().get_session_config_entry(ex.SPIN) == "0"
+    with pytest.raises(UserError, match=r"expected one of: torch, ort, ort-exact, trt, ort-nospin"):
+        open_runner(tiny_bundle, "onnx")
