@@ -59,7 +59,7 @@ class TrainRecipe:
     seed: int = 1
     seeds: list = dataclasses.field(default_factory=list)  # several seeds -> mean ± std
     # quantization (PTQ of the towers)
-    profile: str = "trt"  # trt | ort-x86 | paper
+    profile: str = "trt"  # a quantization profile (quant/profiles: trt, ort-x86, paper, ...)
     bits: str = "8/8"  # W/A
     quantize_text: bool = False
     weight_observer: str = "minmax"

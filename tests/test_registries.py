@@ -57,6 +57,11 @@ def test_the_cli_help_lists_what_is_registered():
     pairs, opt_in = helps["bench"]["--backends"].split("Timed only when named here:")
     assert "trt/int8, ort-nospin/fp32, ort-nospin/int8." in pairs and "ort-nospin/fp32" in opt_in
     assert "ort-nospin rows" in helps["bench"]["--threads"]
+    for command in ("eval", "inspect"):
+        assert "trt-w4 (trt with 4-bit weights) or ort-vnni (" in helps[command]["--quant"], command
+    assert "ort-vnni (8-bit weights for ONNX Runtime on VNNI CPUs)" in helps["export"]["--profile"]
+    assert "trt-w4" not in helps["export"]["--profile"]  # not exportable
+    assert "int8 for ort-vnni" in helps["export"]["--precision"]
 
 
 def test_bench_parses_plans_and_times_a_registered_backend(examples, tiny_bundle):
@@ -105,3 +110,45 @@ def test_validate_and_the_runners_resolve_a_registered_backend(examples, tiny_bu
     assert runner.session.get_session_options().get_session_config_entry(ex.SPIN) == "0"
     with pytest.raises(UserError, match=r"expected one of: torch, ort, ort-exact, trt, ort-nospin"):
         open_runner(tiny_bundle, "onnx")
+
+
+def test_the_quantizer_and_export_resolve_a_registered_profile(examples):
+    from p4q_export.config import TrainRecipe
+    from p4q_export.deploy.fold import resolve_profile
+    from p4q_export.deploy.precision import default_precision
+    from p4q_export.p4q.recipe import recipe_profile
+    from p4q_export.quant import QuantLinear, get_profile
+    from p4q_export.quant.profiles.paper import SPEC as PAPER
+
+    w4 = get_profile("trt-w4")
+    assert (w4.bits, w4.w_narrow_range, w4.a_symmetric, w4.a_per_channel, w4.exportable) == ("4/8", True, True, False, False)
+    layer = QuantLinear(16, 4, profile=w4)
+    assert (layer.weight_quantizer.qmin, layer.weight_quantizer.qmax, layer.input_quantizer.qmax) == (-7, 7, 127)
+    with pytest.raises(UserError, match=r"supports only --bits 4/8, got 8/8; use --profile paper for other bit widths"):
+        get_profile("trt-w4", "8/8")
+    with pytest.raises(UserError, match=r"minmax \(narrow range ±7\)"):
+        get_profile("trt-w4", w_observer="omse")
+    with pytest.raises(UserError, match="choose one of trt, ort-x86, paper, trt-w4, ort-vnni"):
+        get_profile("w4")
+    assert recipe_profile(TrainRecipe(profile="trt-w4", bits="4/8", act_symmetric=False)).a_symmetric  # fixed by trt-w4
+    # export refuses it with its reason and names the exportable profiles, ort-vnni included
+    with pytest.raises(UserError, match=r"'trt-w4' is 4-bit weight fake quantization and not deployable: use --profile trt, ort-x86 or ort-vnni"):
+        resolve_profile("trt-w4")
+    assert get_profile("paper").export_reason.endswith("use --profile trt, ort-x86 or ort-vnni")
+    assert resolve_profile("ort-vnni").bits == "8/8" and default_precision("ort-vnni") == "int8"
+
+    # the fields other profiles leave at their defaults reach the quantizers and the recipe too
+    full = dataclasses.replace(ex.TRT_W4, name="trt-w4-full", w_narrow_range=False)
+    free = dataclasses.replace(PAPER, name="paper-too")
+    twin = dataclasses.replace(ex.TRT, name="trt-too")
+    extra = (full, free, twin)
+    for spec in extra:
+        ex.PROFILES.register(spec)
+    try:
+        assert QuantLinear(16, 4, profile=get_profile("trt-w4-full")).weight_quantizer.qmin == -8
+        asym = recipe_profile(TrainRecipe(profile="paper-too", bits="4/4", act_symmetric=False, act_per_channel=True))
+        assert (asym.a_symmetric, asym.a_per_channel) == (False, True)
+        assert default_precision("trt-too") == "int8-fp16"
+    finally:
+        for spec in extra:
+            ex.PROFILES.unregister(spec.name)

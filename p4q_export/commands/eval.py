@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ..config import CALIB_IMAGES
+from ..quant import profiles
 from ..runtime.backends import DEFAULT, choices_help, reference_spec
 from ._common import AmpOpt, DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
@@ -14,7 +15,7 @@ from ._common import AmpOpt, DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 def eval_command(
     target: Annotated[str, typer.Argument(help="MODEL (open_clip name[:tag], checkpoint file or dir), a RUN dir, or a BUNDLE dir.")],
     data: DataOpt = None,
-    quant: Annotated[str | None, typer.Option("--quant", help="PTQ profile: trt, ort-x86 or paper.")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", help=f"PTQ profile: {profiles.choices_help()}.")] = None,
     bits: Annotated[str | None, typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4, 3/3.")] = None,
     quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize the text tower too.")] = False,
     backend: Annotated[str | None, typer.Option("--backend", help=choices_help(notes={

@@ -9,13 +9,15 @@ from typing import Annotated
 import typer
 
 from ..config import CALIB_IMAGES
+from ..quant import profiles
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
 def export(
     source: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A trained run directory, or a MODEL (open_clip name, checkpoint, model dir).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write: a new or empty folder, not the RUN or inside it. --force replaces only a folder that holds a p4q-export bundle.")],
-    profile: Annotated[str | None, typer.Option("--profile", help="trt (TensorRT INT8) or ort-x86 (7-bit weights for ORT on CPUs without VNNI). Default: the run's profile, trt for a MODEL.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help=f"{profiles.choices_help(exportable=True)}. Default: the run's profile, "
+                                                 f"{profiles.DEFAULT} for a MODEL.")] = None,
     data: DataOpt = None,
     uint8_input: Annotated[bool, typer.Option("--uint8-input", help="Fold mean/std into the graph: input uint8 NCHW 0-255.")] = False,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for a bare MODEL (PTQ on --data's training split, "
@@ -26,9 +28,10 @@ def export(
     keep_fp: Annotated[list[str] | None, typer.Option("--keep-fp", metavar="PATTERN", help="Leave the matching image-tower layers in FP "
                                                    "(fnmatch over layer names, repeatable; a RUN keeps its recipe's keep_fp).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="The deploy graph: int8-fp16 (Q/DQ, FP16 elsewhere, "
-                                                   "LayerNorm/Softmax/normalization/logits FP32: strongly typed TensorRT 10 and 11; default "
-                                                   "for --profile trt), int8 (Q/DQ, FP32 elsewhere; default for ort-x86), fp16 or fp32 "
-                                                   "(no Q/DQ). It goes to OUT/deploy/; model.onnx (int8) is always written, and quantized "
+                                                   "LayerNorm/Softmax/normalization/logits FP32: strongly typed TensorRT 10 and 11), "
+                                                   "int8 (Q/DQ, FP32 elsewhere), fp16 or fp32 (no Q/DQ). Default: the profile's, "
+                                                   + ", ".join(f"{s.deploy_precision} for {s.name}" for s in profiles.profile_specs(exportable=True))
+                                                   + ". It goes to OUT/deploy/; model.onnx (int8) is always written, and quantized "
                                                    "bundles carry the FP16 twin model.fp16.onnx, in OUT/validation/ unless deployed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds a p4q-export bundle (never a run or other files).")] = False,
     device: DeviceOpt = "auto",

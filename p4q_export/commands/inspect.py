@@ -12,6 +12,7 @@ import typer
 from ..config import CALIB_IMAGES
 from ..errors import UserError
 from ..progress import log, pct
+from ..quant import profiles
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
 
@@ -74,7 +75,7 @@ def _table(report: dict, top: int) -> str:
 def inspect(
     target: Annotated[str, typer.Argument(metavar="MODEL_OR_RUN", help="A MODEL (with --quant) or a trained RUN dir.")],
     data: DataOpt = None,
-    quant: Annotated[str | None, typer.Option("--quant", help="PTQ profile for a MODEL: trt, ort-x86 or paper.")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", help=f"PTQ profile for a MODEL: {profiles.choices_help()}.")] = None,
     bits: Annotated[str | None, typer.Option("--bits", help="W/A bits for --quant, e.g. 8/8, 4/4.")] = None,
     quantize_text: Annotated[bool, typer.Option("--quantize-text", help="Quantize (and inspect) the text tower too.")] = False,
     act_observer: Annotated[str | None, typer.Option("--act-observer", help="Activation observer for --quant.")] = None,

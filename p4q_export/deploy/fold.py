@@ -89,10 +89,10 @@ class FoldedModel:
     ptq_info: dict = field(default_factory=dict)
 
 
-def resolve_profile(name: str | None, default: str = "trt"):
-    from ..quant import get_profile
+def resolve_profile(name: str | None):
+    from ..quant.profiles import DEFAULT, get_profile
 
-    profile = get_profile(name or default)
+    profile = get_profile(name or DEFAULT)
     profile.require_exportable()
     return profile
 

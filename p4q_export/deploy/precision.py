@@ -51,8 +51,12 @@ def check_precision(precision: str) -> str:
 
 
 def default_precision(profile_name: str) -> str:
-    """trt ships the strongly typed deploy graph; ort-x86 targets ONNX Runtime's INT8 CPU kernels."""
-    return "int8-fp16" if profile_name == "trt" else "int8"
+    """The profile's deploy graph (its spec's deploy_precision): trt ships the strongly typed
+    int8-fp16 graph, ort-x86 the int8 one for ONNX Runtime's INT8 CPU kernels."""
+    from ..quant.profiles import find_profile
+
+    spec = find_profile(profile_name)
+    return spec.deploy_precision if spec is not None else "int8"
 
 
 def graphs_for(precision: str) -> tuple[str, ...]:

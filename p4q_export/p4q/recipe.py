@@ -31,11 +31,14 @@ def check_recipe(r: TrainRecipe) -> None:
 
 
 def recipe_profile(recipe: TrainRecipe):
-    from ..quant import get_profile
+    from ..quant.profiles import find_profile, get_profile
 
-    extra = {}
-    if recipe.profile == "paper":  # the deployable profiles fix these (and reject other values)
-        extra = {"a_symmetric": recipe.act_symmetric, "a_per_channel": recipe.act_per_channel}
+    # the activation layout reaches only a profile that leaves it free (the deployable ones fix it)
+    spec, extra = find_profile(recipe.profile), {}
+    if spec is not None and spec.a_symmetric is None:
+        extra["a_symmetric"] = recipe.act_symmetric
+    if spec is not None and spec.a_per_channel is None:
+        extra["a_per_channel"] = recipe.act_per_channel
     return get_profile(recipe.profile, recipe.bits, w_observer=recipe.weight_observer,
                        a_observer=recipe.act_observer, **extra)
 

@@ -22,7 +22,7 @@ def _quantizers(profile: QuantProfile, out_channels: int, in_channels: int, inpu
         profile.w_per_channel,
         axis=0,
         observer=profile.w_observer,
-        narrow_range=True,
+        narrow_range=profile.w_narrow_range,
         channels=out_channels,
     )
     input_q = FakeQuantizer(
