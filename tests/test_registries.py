@@ -5,7 +5,9 @@ backends or profiles. Each assertion fails where that place keeps a hand-written
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from support import make_tiny_bundle
 from p4q_export.errors import UserError
 
 TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 
 @pytest.fixture
@@ -152,3 +155,38 @@ def test_the_quantizer_and_export_resolve_a_registered_profile(examples):
     finally:
         for spec in extra:
             ex.PROFILES.unregister(spec.name)
+
+
+def test_the_contributing_examples_are_one_module_plus_one_registry_line(tmp_path, tiny_bundle):
+    """CONTRIBUTING.md's diffs apply to today's registries, add one line there and one module, and
+    that module, loaded as the package's own, is a working backend / profile."""
+    from p4q_export.quant.profiles import REGISTRY as PROFILES
+    from p4q_export.quant.profiles import get_profile
+    from p4q_export.runtime import open_runner
+    from p4q_export.runtime.backends import REGISTRY as BACKENDS
+
+    diffs = re.findall(r"```diff\n(.*?)```", (REPO / "CONTRIBUTING.md").read_text(), re.DOTALL)
+    assert len(diffs) == 2
+    for diff, registry in zip(diffs, (BACKENDS, PROFILES)):
+        registry_part, module_part = diff.split("diff --git ")[1:]
+        registry_file = REPO / re.search(r"^\+\+\+ b/(\S+)", registry_part, re.MULTILINE)[1]
+        hunk = registry_part.split("\n@@", 1)[1].split("\n", 1)[1].splitlines()
+        assert [line for line in hunk if line[0] in "+-"] == [f'+    "{Path(module_part.split()[0]).stem}",']
+        assert "\n".join(line[1:] for line in hunk if line[0] == " ") in registry_file.read_text()
+        assert "new file mode" in module_part
+        body = module_part.split("\n@@", 1)[1].split("\n", 1)[1].splitlines()
+        assert all(line.startswith("+") for line in body)
+        path = tmp_path / Path(module_part.split()[0]).name
+        path.write_text("".join(line[1:] + "\n" for line in body))
+        package = registry_file.parent.relative_to(REPO).as_posix().replace("/", ".")
+        spec = importlib.util.spec_from_file_location(f"{package}.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        registry.register(module.SPEC)
+        try:
+            if registry is BACKENDS:
+                assert open_runner(tiny_bundle, module.SPEC.name, precision="int8").backend == "ort-nospin"
+            else:
+                assert get_profile(module.SPEC.name).bits == "4/8"
+        finally:
+            registry.unregister(module.SPEC.name)
