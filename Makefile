@@ -9,6 +9,8 @@ FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 # the glyph corpus's fonts and CLDR names: the one list is p4q_export/data/glyph_packages.txt
 GLYPH_PKGS := $(shell sed -e 's/\#.*//' p4q_export/data/glyph_packages.txt | awk 'NF {print $$1}')
 PYTEST_ARGS ?=
+# errors only: one line per setup step (pip's warnings about a machine's own index settings are noise here)
+PIP_QUIET := -qq --disable-pip-version-check --root-user-action=ignore
 BENCH_SCALE_ARGS ?=
 
 .PHONY: setup demo pretrain test bench bench-scale bench-families battery lint clean
@@ -26,13 +28,14 @@ $(STAMP): pyproject.toml p4q_export/data/glyph_packages.txt
 		echo "installing the glyph corpus's fonts and CLDR names (p4q_export/data/glyph_packages.txt)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(GLYPH_PKGS) >/dev/null; \
 	fi
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,fp16]'
-	touch $(STAMP)
+	@test -x $(PY) || { echo "creating $(VENV)"; python3 -m venv $(VENV); }
+	@echo "installing p4q-export and its dependencies into $(VENV) (a few minutes the first time)"
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip
+	@$(PY) -m pip install $(PIP_QUIET) -e '.[dev,fp16]'
+	@touch $(STAMP)
 
 demo: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 # Redo the test beds' pretraining (~10 + ~8 min on 2 cores) into out/pretrain/ and say whether this
 # machine reproduces the shipped beds bit for bit; train on yours with --set model=out/pretrain/testbed.
@@ -42,7 +45,8 @@ pretrain: setup
 	$(PY) scripts/ship_testbeds.py --check testbed=out/pretrain/testbed glyphs=out/pretrain/glyphs
 
 test: setup lint
-	$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)
+	@echo "tests: pytest (the slowest 15 are listed at the end)"
+	@$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 bench: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m benchmarks.make_bench
@@ -63,7 +67,8 @@ battery: setup
 	$(PY) scripts/bad_input_battery.py
 
 lint: setup
-	$(VENV)/bin/ruff check p4q_export benchmarks tests scripts
+	@echo "lint: ruff"
+	@$(VENV)/bin/ruff check p4q_export benchmarks tests scripts
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
