@@ -45,10 +45,15 @@ def run_for_seed_key(recipe: TrainRecipe, seed: int) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
+def partial_path(path: Path, pid: int | None = None) -> Path:
+    """The temporary file beside `path` that process `pid` (default: this one) writes before the rename."""
+    return path.with_name(f".{path.name}.{os.getpid() if pid is None else pid}.tmp")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic: write a temporary file beside it, fsync, rename (a kill never leaves half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = partial_path(path)
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
