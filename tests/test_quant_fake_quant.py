@@ -136,8 +136,12 @@ def test_modes_disabled_calibrating_and_uncalibrated():
     assert q(x) is x and q(y) is y  # observes, returns its input unchanged
     q.calibrating = False
     q.finalize()
-    torch.testing.assert_close(q.scale, (x * 3).abs().max() / 7)
-    assert not torch.equal(q(x), x)
+    step = y.abs().max().item() / 7  # 4 bits symmetric: the grid -8..7, from the largest value observed (y's)
+    torch.testing.assert_close(q.scale.reshape(()), torch.tensor(step), rtol=1e-7, atol=0)
+    assert (q.qmin, q.qmax) == (-8, 7) and int(q.zero_point) == 0
+    codes = torch.tensor([max(-8, min(7, round(v / step))) for v in x.flatten().tolist()])
+    torch.testing.assert_close(q(x), (codes * step).reshape(x.shape).float(), rtol=0, atol=1e-6)
+    assert codes.abs().max() == 2  # x spans a third of the range observed: its largest value is code round(7/3)
     q.enabled = False
     assert q(x) is x
 
