@@ -196,3 +196,67 @@ def test_calibrating_context_for_any_module():
         expected = torch.nn.functional.linear(fq(net[2].input_quantizer, h), fq(net[2].weight_quantizer, lin2.weight), lin2.bias)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
     assert (out - ref).abs().max() > 1e-3  # and it is quantized: 4-bit W/A moves the output
+
+
+def test_quant_conv2d_is_quantizelinear_dequantizelinear_per_output_channel():
+    """QuantConv2d (the conv towers' layer) with the trt profile: weight scales per output channel
+    and the input scale from the range calibration saw, both max|.|/127; its forward is the
+    convolution of QuantizeLinear → DequantizeLinear of both, here run by ONNX Runtime."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from p4q_export.quant import QuantConv2d, calibrating, get_profile
+
+    g = torch.Generator().manual_seed(3)
+    conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(4, 3, 3, 3, generator=g) * torch.tensor([0.01, 0.1, 1.0, 5.0]).view(4, 1, 1, 1))
+        conv.bias.copy_(torch.randn(4, generator=g))
+    w = conv.weight.detach().clone()
+    layer = QuantConv2d.from_conv(conv, get_profile("trt"))
+    wq, xq = layer.weight_quantizer, layer.input_quantizer
+    # weights: symmetric, narrow [-127, 127], one scale per output channel (its own max |w|)
+    assert (wq.qmin, wq.qmax, xq.qmin, xq.qmax) == (-127, 127, -128, 127)
+    w_scale = w.abs().amax(dim=(1, 2, 3)) / 127
+    torch.testing.assert_close(wq.scale.reshape(-1), w_scale, rtol=0, atol=0)
+    assert not xq.is_calibrated
+    # calibration: two batches, the second with the wider range; min-max over both
+    x1, x2 = torch.randn(2, 3, 9, 9, generator=g), 3 * torch.randn(2, 3, 9, 9, generator=g)
+    with calibrating(layer), torch.no_grad():
+        torch.testing.assert_close(layer(x1), conv(x1), rtol=0, atol=0)  # FP while observing
+        layer(x2)
+    x_scale = torch.maximum(x1.abs().max(), x2.abs().max()) / 127
+    torch.testing.assert_close(xq.scale.reshape(()), x_scale, rtol=0, atol=0)
+    assert int(xq.zero_point) == 0 and not wq.zero_point.any()
+
+    x = 4 * torch.randn(5, 3, 9, 9, generator=g)  # beyond the calibrated range in places: saturates
+    w_codes = torch.clamp(torch.round(w / w_scale.view(4, 1, 1, 1)), -127, 127).to(torch.int8)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"]),
+         helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"]),
+         helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], axis=0),
+         helper.make_node("Conv", ["x_dq", "w_dq", "b"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1], kernel_shape=[3, 3])],
+        "qconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 5, 5]),
+         helper.make_tensor_value_info("x_dq", TensorProto.FLOAT, ["n", 3, 9, 9]),
+         helper.make_tensor_value_info("w_dq", TensorProto.FLOAT, [4, 3, 3, 3])],
+        [numpy_helper.from_array(x_scale.numpy().astype("float32"), "x_scale"),
+         numpy_helper.from_array(torch.tensor(0, dtype=torch.int8).numpy(), "x_zp"),
+         numpy_helper.from_array(w_codes.numpy(), "w_q"), numpy_helper.from_array(w_scale.numpy(), "w_scale"),
+         numpy_helper.from_array(torch.zeros(4, dtype=torch.int8).numpy(), "w_zp"),
+         numpy_helper.from_array(conv.bias.detach().numpy(), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")  # Q/DQ as written, no fused int8 kernels
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    expected, x_dq, w_dq = (torch.from_numpy(a) for a in sess.run(None, {"x": x.numpy()}))
+    with torch.no_grad():
+        out = layer(x)
+        fp = conv(x)
+        # what the layer convolves is ONNX's Q/DQ of input and weight, value for value
+        assert torch.equal(xq(x), x_dq) and torch.equal(layer.quantized_weight(), w_dq)
+    assert (x.abs() > 127 * x_scale).any() and (x_dq.abs().max() == 128 * x_scale)  # some inputs saturate at -128
+    # the convolution itself: the same sums, accumulated in another order by each library
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    assert (out - fp).abs().max() > 1e-3  # quantized, not the FP convolution

@@ -179,6 +179,45 @@ def test_mobileclip2_export_and_validate_from_the_cli(tmp_path):
     assert report["passed"] and report["cosine_min"] >= 0.999
 
 
+@pytest.mark.slow
+def test_testbed_conv_exports_its_convolutions_int8_and_validates_from_the_cli(tmp_path):
+    """The project's conv config (p4q-testbed-conv: open_clip ModifiedResNet, width 32, one
+    bottleneck per stage, random weights): 3 stem convs + 4 stages × (conv1, conv2, conv3,
+    downsample) = 19 convolutions, all but the image-reading stem conv INT8 (18), plus the
+    attention pool's q, k, v, c_proj; the TensorRT lint accepts the deploy graph and validate
+    passes ONNX Runtime's output against the PyTorch reference."""
+    from p4q_export.deploy.trt_lint import check_trt_compatible, module_of
+    from p4q_export.runtime.validate import validate_bundle
+
+    out = tmp_path / "bundle"
+    proc = run_cli("--json", "export", "p4q-testbed-conv", "--data", "fashion-mnist", "--calib-images", "64",
+                   "--precision", "int8", "--out", str(out), check=True)
+    result = json.loads(proc.stdout)
+    manifest = json.loads((out / "deploy" / "manifest.json").read_text())
+    layers = manifest["tower"]["quantized_layers"]
+    assert result["tower_family"] == "open_clip-resnet" and manifest["tower"]["batchnorms_folded"] == 19
+    assert result["quantized_layers"] == len(layers) == 22
+    assert [n for n in layers if "attnpool" in n] == [f"visual.attnpool.{p}" for p in ("q_proj", "k_proj", "v_proj", "c_proj")]
+    graph = onnx.load(str(out / "deploy" / "model.onnx"))
+    report = check_trt_compatible(graph, expected_layers=len(layers), quantized_modules=set(layers))
+    assert {module_of(n) for n in report.quantized_layers} == set(layers)
+    nodes = {n.name: n for n in graph.graph.node}
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    quantized_convs = [n for n in report.quantized_layers if nodes[n].op_type == "Conv"]
+    assert (len(convs), len(quantized_convs)) == (19, 18)
+    producers = {o: n.op_type for n in graph.graph.node for o in n.output}
+    fp_convs = [n for n in convs if n.name not in quantized_convs]
+    assert [module_of(n.name) for n in fp_convs] == ["visual.conv1"]  # the stem reads the image in FP
+    assert all(producers.get(n.input[0]) != "DequantizeLinear" and producers.get(n.input[1]) != "DequantizeLinear" for n in fp_convs)
+    assert all(producers[nodes[n].input[0]] == producers[nodes[n].input[1]] == "DequantizeLinear" for n in quantized_convs)
+    assert not [n for n in graph.graph.node if n.op_type == "BatchNormalization"]
+
+    report = validate_bundle(out, backend="ort", data="fashion-mnist", limit=64, workers=0)  # `validate BUNDLE --backend ort`
+    assert report["passed"] and report["precision"] == "int8" and report["n"] == 64
+    assert report["cosine_min"] >= report["thresholds"]["cosine_min"] == 0.999
+    assert report["top1_agreement"] >= report["thresholds"]["top1_agreement_min"] == 0.99
+
+
 def test_siglip2_without_its_tokenizer_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "sig"
     proc = run_cli("export", "ViT-B-16-SigLIP2", "--data", "fashion-mnist", "--out", str(out),
