@@ -136,3 +136,79 @@ def test_text_path_matches_quantized_encode_text():
         ours = encode_prompt_embeddings(model, *pl())
         ref = model.encode_text(tok([f"a photo of a {c}." for c in CLASSES]))
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def custom_text_model(tmp_path_factory):
+    """A model folder of the test-bed architecture built as open_clip's CustomTextCLIP (the text
+    tower under `.text`, as MobileCLIP, EVA and SigLIP have it), random weights."""
+    import json
+
+    import open_clip
+
+    from p4q_export.models.loading import CONFIG_FILE, WEIGHTS_FILE
+    from p4q_export.models.registry import CONFIG_DIR
+
+    cfg = {**json.loads((CONFIG_DIR / "p4q-testbed.json").read_text()), "custom_text": True}
+    root = tmp_path_factory.mktemp("custom-text")
+    torch.manual_seed(0)
+    model = open_clip.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"})
+    torch.save(model.state_dict(), root / WEIGHTS_FILE)
+    (root / CONFIG_FILE).write_text(json.dumps({"model_name": "p4q-testbed-custom-text", "model_cfg": cfg}))
+    return root
+
+
+@pytest.mark.parametrize("quantize_text", [False, True])
+def test_text_path_matches_encode_text_of_a_custom_text_clip(custom_text_model, quantize_text):
+    """The learned-prompt path runs a CustomTextCLIP's own text tower: the same features as its
+    encode_text, FP and with the text tower quantized."""
+    import open_clip
+
+    from p4q_export.models import load_model
+    from p4q_export.models.text import text_tower
+    from p4q_export.quant import calibrate_clip, get_profile, quantize_clip
+
+    lm = load_model(str(custom_text_model))
+    model, tok = lm.model, lm.tokenizer
+    assert isinstance(model, open_clip.CustomTextCLIP) and not hasattr(model, "token_embedding")
+    assert text_tower(model) is model.text
+    sentences = tok([f"a photo of a {c}." for c in CLASSES])
+    with torch.no_grad():
+        fp_ref = model.encode_text(sentences)
+    if quantize_text:
+        quantize_clip(model, get_profile("paper", "4/4"), quantize_text=True)
+        assert type(model.text.text_projection).__name__ == "QuantProjection"
+        calibrate_clip(model, torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2)), sentences)
+    pl = PromptLearner(model, tok, CLASSES, ctx_init="a photo of a")
+    assert torch.equal(pl.token_prefix[:, 0], model.text.token_embedding.weight[sentences[:, 0]])
+    with torch.no_grad():
+        ours = encode_prompt_embeddings(model, *pl())
+        ref = model.encode_text(sentences)
+    torch.testing.assert_close(ours, ref, rtol=1e-4 if quantize_text else 1e-5, atol=1e-4 if quantize_text else 1e-5)
+    # quantized, the text tower computes other features (4-bit weights and activations)
+    assert ((ref - fp_ref).abs().max() > 1e-2) == quantize_text
+
+
+def test_train_on_a_custom_text_clip_and_load_the_run(custom_text_model, tmp_path, cli):
+    """P4Q trains prompts through a CustomTextCLIP's text tower (quantized too) from the CLI, and
+    load_run scores the run as train did."""
+    import json
+
+    from p4q_export.data import load_dataset, preprocess_dataset
+    from p4q_export.data.samplers import eval_subset_indices
+    from p4q_export.p4q.run import load_run
+
+    out = tmp_path / "run"
+    proc = cli("--json", "train", "--recipe", "recipes/testbed-p4q-w8a8.yaml", "--out", str(out), "--shots", "2",
+               "--set", f"model={custom_text_model}", "--set", "epochs=3", "--set", "calib_images=64",
+               "--set", "eval_limit=200", "--set", "quantize_text=true", "--set", "threads=1", check=True)
+    metrics = json.loads(proc.stdout)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3] and metrics["n_eval"] == 200
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    run = load_run(out)
+    assert type(run.loaded.model).__name__ == "CustomTextCLIP"
+    ds = load_dataset("fashion-mnist", "test")
+    ds = ds.subset(eval_subset_indices(len(ds), 200))
+    logits = run.logits(preprocess_dataset(ds, run.loaded.preprocess))
+    top1 = (logits.argmax(1) == torch.as_tensor(ds.labels)).float().mean().item()
+    assert top1 == pytest.approx(metrics["accuracy"]["trained"], abs=1e-6)
