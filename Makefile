@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 PIP_QUIET := -qq --disable-pip-version-check --root-user-action=ignore
 BENCH_SCALE_ARGS ?=
 
-.PHONY: setup demo pretrain test bench bench-scale bench-families battery lint clean
+.PHONY: setup demo pretrain test test-full test-all bench bench-scale bench-families battery lint clean
 
 setup: $(STAMP)
 
@@ -44,8 +44,16 @@ pretrain: setup
 	$(CLI) pretrain --recipe recipes/glyphs-pretrain.yaml --out out/pretrain/glyphs
 	$(PY) scripts/ship_testbeds.py --check testbed=out/pretrain/testbed glyphs=out/pretrain/glyphs
 
+# Every tier but `full` (the end-to-end reproductions at full size, ~3 min more): make test-full
+# runs those, make test-all both. The tensorrt and gpu tests skip where there is none.
 test: setup lint
-	@echo "tests: pytest (the slowest 15 are listed at the end)"
+	@echo "tests: pytest -m 'not full' (make test-full runs the rest; the slowest 15 are listed at the end)"
+	@$(VENV)/bin/pytest -q -rs --durations=15 -m "not full" $(PYTEST_ARGS)
+
+test-full: setup
+	@$(VENV)/bin/pytest -q -rs --durations=15 -m full $(PYTEST_ARGS)
+
+test-all: setup lint
 	@$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 bench: setup

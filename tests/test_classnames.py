@@ -141,6 +141,7 @@ def _bundle_names(bundle: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_train_eval_export_validate_agree_on_imagenet_names(cli, testbed_model, wnid_folder, tmp_path):
     import torch
 

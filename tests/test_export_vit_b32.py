@@ -28,6 +28,7 @@ finally:
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_vit_b32_export_time_memory_and_graph(tmp_path, repo_root):
     out = tmp_path / "vitb32"
     started = time.time()

@@ -79,6 +79,7 @@ def _run(commands: list[str], env: dict, expect_refusal: bool) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_the_cpu_quickstart_runs_on_the_test_bed_and_the_gpu_one_refuses_in_one_line(tmp_path):
     """eval, PTQ eval, P4Q train, export, validate and bench of the test bed (about a minute and a
     half on 2 cores): the user's recipe is the test bed's W8A8 one, trained 3 epochs instead of 60."""
