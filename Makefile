@@ -44,7 +44,7 @@ pretrain: setup
 	$(CLI) pretrain --recipe recipes/glyphs-pretrain.yaml --out out/pretrain/glyphs
 	$(PY) scripts/ship_testbeds.py --check testbed=out/pretrain/testbed glyphs=out/pretrain/glyphs
 
-# Every tier but `full` (the end-to-end reproductions at full size, ~3 min more): make test-full
+# Every tier but `full` (end-to-end reproductions, about 5 min more): make test-full
 # runs those, make test-all both. The tensorrt and gpu tests skip where there is none.
 test: setup lint
 	@echo "tests: pytest -m 'not full' (make test-full runs the rest; the slowest 15 are listed at the end)"

@@ -156,6 +156,8 @@ def test_a_run_is_not_resumed_on_other_weights(testbed_model, reference, tmp_pat
     assert proc.returncode == 2 and "trained from other weights" in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
+@pytest.mark.full  # the uncached mode; the default cached mode's resume runs in every tier
 def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "p4q_export.cli", *short_args(testbed_model, out)]

@@ -163,6 +163,8 @@ def test_mac_count_of_a_known_graph():
     assert macs == {"conv": 16 * 16 * 8 * 3 * 3 * 3, "mm": 8 * 5}
 
 
+@pytest.mark.slow
+@pytest.mark.full
 def test_mobileclip2_export_and_validate_from_the_cli(tmp_path):
     out = tmp_path / "bundle"
     proc = run_cli("--json", "export", "p4q-small-mobileclip2", "--data", "fashion-mnist", "--calib-images", "16",

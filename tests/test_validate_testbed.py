@@ -63,6 +63,7 @@ def test_ort_fast_int8_on_ort_x86_bundle_passes(testbed_model, tmp_path, cli):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli, repo_root):
     """A short P4Q run (10 epochs, scored on a 1,000-image sample) → export → validate, and the
     bundle's top-1 on the run's own evaluation sample equals the run's accuracy.trained."""
