@@ -28,6 +28,13 @@ def file_sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
+def files_intact(folder: Path | str, files: dict) -> bool:
+    """Whether `folder` holds every file of a `{name: sha256}` manifest entry, unchanged (an empty
+    entry proves nothing: False)."""
+    folder = Path(folder)
+    return bool(files) and all((folder / f).is_file() and file_sha256(folder / f) == h for f, h in files.items())
+
+
 def versions() -> dict:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in TRACKED_PACKAGES:

@@ -27,7 +27,13 @@ from ..data import (
     with_prompts,
 )
 from ..errors import UserError
-from ..manifest import file_sha256, staged_dir, versions, write_json_atomic
+from ..manifest import (
+    file_sha256,
+    files_intact,
+    staged_dir,
+    versions,
+    write_json_atomic,
+)
 from ..progress import log, pct, progress_iter
 from .registry import CONFIG_DIR, CONFIG_FILE, WEIGHTS_FILE, register_project_configs
 from .zeroshot import encode_images, topk_accuracy, zero_shot_classifier
@@ -211,8 +217,7 @@ def cached_pretrain(recipe: PretrainRecipe, out_dir: Path | str, force: bool = F
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError:
             manifest = {}
-        files = manifest.get("files") or {}
-        intact = bool(files) and all((out_dir / f).is_file() and file_sha256(out_dir / f) == h for f, h in files.items())
+        intact = files_intact(out_dir, manifest.get("files") or {})
         if manifest.get("recipe_sha256") == recipe_hash(recipe) and intact:  # a damaged cache is pretrained again
             return manifest, True
     return pretrain(recipe, out_dir, device), False

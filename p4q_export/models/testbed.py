@@ -1,5 +1,6 @@
-"""The test-bed models: shipped with the project (p4q_export/testbeds/, FP16 weights + manifest), or
-pretrained once per recipe into the cache when the recipe differs from the shipped one's."""
+"""The test-bed models: shipped with the project (p4q_export/testbeds/: weights with the token
+embedding in FP16, and a manifest), or pretrained once per recipe into the cache when the recipe
+differs from the shipped one's."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def testbed_dir(recipe: PretrainRecipe) -> Path:
 def shipped_testbed(recipe: PretrainRecipe) -> Path | None:
     """The bed shipped in p4q_export/testbeds/ for this very recipe, when its files are intact: the
     same weights, hence the README's numbers, on every machine. A recipe edited since is pretrained."""
-    from ..manifest import file_sha256
+    from ..manifest import files_intact
 
     want = recipe_hash(recipe)
     for manifest_path in sorted(SHIPPED_ROOT.glob("*/manifest.json")):
@@ -41,8 +42,7 @@ def shipped_testbed(recipe: PretrainRecipe) -> Path | None:
         if manifest.get("recipe_sha256") != want:
             continue
         folder = manifest_path.parent
-        files = manifest.get("files") or {}
-        if files and all((folder / f).is_file() and file_sha256(folder / f) == h for f, h in files.items()):
+        if files_intact(folder, manifest.get("files") or {}):
             return folder
         log(f"the shipped test bed {folder} does not match its manifest's hashes: pretraining it instead")
     return None

@@ -13,8 +13,10 @@ def weights_file(path: Path) -> Path:
         return path
     from open_clip.factory import _find_checkpoint_in_dir
 
+    from ..models.registry import WEIGHTS_FILE
+
     found = _find_checkpoint_in_dir(path)
-    return Path(found) if found else path / "open_clip_pytorch_model.bin"
+    return Path(found) if found else path / WEIGHTS_FILE
 
 
 def model_reference(loaded) -> dict:
