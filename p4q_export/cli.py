@@ -7,12 +7,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from .commands import _common
-from .errors import CheckFailed, Interrupted, UserError, note_signal
+from .errors import CheckFailed, Interrupted, UserError, note_signal, pending_signal
 
 try:
     # recent typer vendors click as typer._click and raises its ClickException (no public alias)
@@ -89,6 +89,11 @@ def _one_line(exc: ClickException) -> str:
     return f"{message} (usage: {usage}; more: {ctx.command_path} --help)"
 
 
+def _interrupted(signum: int) -> NoReturn:
+    print(f"interrupted by {signal.Signals(signum).name}: {_common.interrupt_note()}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # under torchrun the launcher stops its ranks with SIGTERM: keep its default there (a rank may
@@ -115,14 +120,19 @@ def main() -> None:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except (Interrupted, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        print(f"interrupted by {signal.Signals(signum).name}: {_common.interrupt_note()}", file=sys.stderr)
-        sys.exit(128 + signum)
+        _interrupted(exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
     except OSError as exc:
+        if pending_signal() is not None:
+            _interrupted(pending_signal())
         # a read-only or full disk, a vanished folder: one line, nothing half-written (staging dirs are removed)
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        # native code (a C++ writer) may turn the handler's raise into its own error: still an interrupt
+        if pending_signal() is not None:
+            _interrupted(pending_signal())
+        raise
     # typer returns (not raises) the exit code of a typer.Exit in non-standalone mode
     if isinstance(rc, int) and rc:
         sys.exit(rc)

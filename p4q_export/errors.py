@@ -1,4 +1,8 @@
-"""Error types the CLI maps to exit codes (see shared CONTRACT: 2 = bad input, 1 = a check failed)."""
+"""Error types the CLI maps to exit codes (docs/usage.md: 2 = bad input, 1 = a check failed, 128 + N = signal N)."""
+
+import contextlib
+import signal
+import threading
 
 
 class UserError(Exception):
@@ -30,6 +34,33 @@ def note_signal(signum: int) -> None:
     _pending_signal = signum
 
 
+def pending_signal() -> int | None:
+    return _pending_signal
+
+
 def raise_if_interrupted() -> None:
     if _pending_signal is not None:
         raise Interrupted(_pending_signal)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT/SIGTERM that arrive inside the block run their handler once it has finished.
+
+    For short writes that must not stop half-way: a handler that raises inside torch.save's
+    write callback is turned by its C++ writer into a RuntimeError ("unexpected pos") and the
+    interrupt is lost. A signal mask would not do: any of torch's threads may take the signal.
+    Outside the main thread (where handlers cannot change) the block runs unguarded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):
+            signal.raise_signal(sig)

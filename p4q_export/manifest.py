@@ -12,7 +12,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, signals_held
 
 # TensorRT comes as tensorrt, tensorrt-cu12 or tensorrt-cu13 from pip (JetPack's apt package has no
 # distribution: engine entries and GPU bench runs record runtime.cuda_env.tensorrt_install too)
@@ -80,12 +80,8 @@ def replace_dir(staging: Path, out: Path) -> None:
     """Rename `staging` onto `out`; an existing `out` is moved aside first and deleted only once the
     new one is in place. SIGINT/SIGTERM are held back between the two renames, so an interrupt
     never leaves `out` missing."""
-    import signal
-
-    held = {signal.SIGINT, signal.SIGTERM}
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hasattr(signal, "pthread_sigmask") else None
     trash = None
-    try:
+    with signals_held():
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / "old")
@@ -95,9 +91,6 @@ def replace_dir(staging: Path, out: Path) -> None:
             if trash is not None:
                 os.replace(trash / "old", out)
             raise
-    finally:
-        if blocked is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
 

@@ -249,3 +249,67 @@ def test_an_interrupt_lost_in_a_finalizer_still_stops_the_next_step(monkeypatch)
     finally:
         signal.signal(signal.SIGINT, before)
     assert lost == [errors.Interrupted] and seen == [0, 1]
+
+
+def test_ctrl_c_inside_the_checkpoint_write_waits_for_the_write(monkeypatch, tmp_path):
+    """The CI failure of stop 30: SIGINT landed inside torch.save's writer, whose C++ side turned the
+    handler's raise into "RuntimeError: unexpected pos" (exit 1, a traceback). The signal now
+    arrives while the writer is mid-file and still surfaces as the interrupt, after a whole file."""
+    import torch
+
+    from p4q_export import cli, errors
+    from p4q_export.p4q.checkpoint import load_checkpoint, save_checkpoint
+
+    real_save, writes = torch.save, []
+
+    class InterruptedMidFile:
+        """The checkpoint's file, receiving Ctrl-C at its third write."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            writes.append(len(data))
+            if len(writes) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    monkeypatch.setattr(torch, "save", lambda state, f: real_save(state, InterruptedMidFile(f)))
+    monkeypatch.setattr(errors, "_pending_signal", None)
+    before = signal.signal(signal.SIGINT, cli._on_signal)
+    path = tmp_path / "checkpoint.pt"
+    state = {"format": "p4q-export/checkpoint-1", "weights": torch.arange(50_000, dtype=torch.float32)}
+    try:
+        with pytest.raises(errors.Interrupted):
+            save_checkpoint(path, state)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert len(writes) > 3  # the signal came mid-file, and the writer carried on
+    assert torch.equal(load_checkpoint(path)["weights"], state["weights"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("unexpected pos 63872 vs 59668"), OSError(5, "Input/output error")])
+def test_an_error_raised_while_a_signal_is_pending_exits_as_the_interrupt(monkeypatch, capsys, raised):
+    """Native code may swallow the handler's Interrupted and raise its own error: the CLI still
+    exits 130 with the interrupt's line, not 1 with a traceback or 2 with an I/O error."""
+    from p4q_export import cli, errors
+
+    def command(**_):
+        errors.note_signal(signal.SIGINT)
+        raise raised
+
+    monkeypatch.setattr(errors, "_pending_signal", None)
+    monkeypatch.setattr(cli, "app", command)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.main()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.startswith("interrupted by SIGINT: ")

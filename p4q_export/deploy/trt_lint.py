@@ -2,7 +2,7 @@
 
 TensorRT's explicit quantization accepts: symmetric INT8 (zero point 0, int8 not uint8), weights
 per-channel on axis 0 (or per-tensor) within [-127, 127], activations per-tensor, Q immediately
-followed by DQ. On top of that the project's placement rule (DESIGN.md, "linear-only" INT8 works
+followed by DQ. On top of that the project's placement rule (docs/quantization.md, the `trt` profile: INT8 works
 best for ViTs): Q/DQ only on the inputs and weights of Linear/Conv (MatMul, Gemm, Conv), never on
 residual adds, LayerNorm or Softmax.
 """

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..config import TrainRecipe, recipe_dict, recipe_hash
-from ..errors import UserError
+from ..errors import UserError, signals_held
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -51,14 +51,17 @@ def partial_path(path: Path, pid: int | None = None) -> Path:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: write a temporary file beside it, fsync, rename (a kill never leaves half a file)."""
+    """Atomic: write a temporary file beside it, fsync, rename (a kill never leaves half a file).
+    Ctrl-C/SIGTERM wait for the write to finish: a raise inside torch.save's writer would surface
+    as its RuntimeError, not as the interrupt."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with signals_held():
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> dict:
