@@ -158,7 +158,7 @@ def test_export_eval_and_train_calibrate_on_the_same_sample(tmp_path):
     from conftest import REPO, run_cli
 
     from p4q_export.config import CALIB_IMAGES, TrainRecipe
-    from p4q_export.evaluate import EvalRequest
+    from p4q_export.tasks.evaluate import EvalRequest
 
     assert TrainRecipe().calib_images == EvalRequest(target="x").calib_images == CALIB_IMAGES == 1280
     out = tmp_path / "bundle"

@@ -114,7 +114,7 @@ def test_inspect_cli_ranks_every_layer_and_writes_report_and_plot(cli, tmp_path)
 def test_held_out_samples_are_disjoint_seeded_and_avoid_what_calibration_used():
     import numpy as np
 
-    from p4q_export.inspecting import heldout_samples
+    from p4q_export.tasks.inspecting import heldout_samples
 
     used = np.arange(0, 1000, 3)
     a, b = heldout_samples(1000, used, 200)

@@ -99,9 +99,9 @@ def test_bench_parses_plans_and_times_a_registered_backend(examples, tiny_bundle
 
 
 def test_validate_and_the_runners_resolve_a_registered_backend(examples, tiny_bundle):
-    from p4q_export.commands.validate import _resolve_backend
     from p4q_export.runtime import open_runner
     from p4q_export.runtime.validate import validate_bundle
+    from p4q_export.tasks.validate import _resolve_backend
 
     assert _resolve_backend("ort-nospin", "exact") == "ort-nospin"
     with pytest.raises(UserError, match=r"expected ort, ort-exact, ort-fast, ort-nospin or trt"):

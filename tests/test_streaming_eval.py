@@ -94,7 +94,7 @@ def _reference_accuracy(folder: Path, model_dir: Path) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_eval_streams_a_file_backed_split_in_bounded_memory(jpeg_folder, model_224):
-    from p4q_export.evaluate import EvalRequest, evaluate
+    from p4q_export.tasks.evaluate import EvalRequest, evaluate
 
     whole_split_bytes = N_IMAGES * 3 * IMAGE_SIZE**2 * 4
     assert whole_split_bytes > 1.8 * RSS_BOUND  # holding the split would break the bound by far

@@ -35,30 +35,13 @@ def bench(
     json_out: JsonOpt = False,
 ) -> None:
     """Benchmark every backend/precision available: p50/p90/p99 latency and throughput per batch."""
-    from ..bench.report import markdown_table, write_report
-    from ..bench.run import BenchRequest, parse_backends, parse_batches, run_bench
-    from ..outdir import check_writable
+    from ..bench.report import markdown_table
+    from ..tasks.bench import bench_bundle
 
-    batches = parse_batches(batch)
-    if trtexec and not host:  # with --host the path is the remote machine's
-        from ..bench.trt_timing import find_trtexec
-
-        find_trtexec(trtexec)  # a wrong path is bad input before any timing
-    parse_backends(backends)  # reject typos before any ssh or model work
-    report_dir = Path(out or Path(bundle) / "bench")
-    check_writable(report_dir, "benchmark report")  # before the benchmark runs, not after
-    if host:
-        from ..bench.remote import SshTarget, remote_bench
-
-        target = SshTarget(host, port=port, identity=str(identity) if identity else None,
-                           known_hosts=str(known_hosts) if known_hosts else None, connect_timeout=connect_timeout)
-        report = remote_bench(target, bundle, device, batches, iterations, warmup, remote_cmd=remote_command, backends=backends,
-                              trtexec=trtexec, **({"remote_root": remote_dir} if remote_dir else {}))
-    else:
-        report = run_bench(BenchRequest(bundle=bundle, device=device, batches=batches, iterations=iterations, warmup=warmup,
-                                        backends=parse_backends(backends), threads=threads, build_engines=build_engines,
-                                        include_copy=include_copy, trtexec=trtexec))
-    report["report_files"] = write_report(report, report_dir)
+    report = bench_bundle(bundle, device=device, host=host, batch=batch, iterations=iterations, warmup=warmup, backends=backends,
+                          threads=threads, out=out, port=port, identity=identity, known_hosts=known_hosts,
+                          connect_timeout=connect_timeout, remote_command=remote_command, remote_dir=remote_dir,
+                          build_engines=build_engines, trtexec=trtexec, include_copy=include_copy)
     if json_mode(json_out):  # stdout holds the JSON: the table goes to the log
         log(markdown_table(report))
     emit(report, json_out, markdown_table)

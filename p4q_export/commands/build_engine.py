@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UserError
 from ._common import DataOpt, JsonOpt, emit
 
 
@@ -35,43 +34,15 @@ def build_engine(
     TensorRT 10 and 11 build the bundle's graphs strongly typed; the builder flags are used only
     where a TensorRT version still needs them (8.6, or TensorRT 10 with a bundle exported before
     --precision). Each entry records the graph and TensorRT version that made it."""
-    from ..runtime.trt_engine import BuildOptions, parse_batch_profile, require_tensorrt
-    from ..runtime.trt_engine import build_engine as build
+    from ..tasks.build_engine import build_engines
 
-    if not (int8 or fp16):
-        raise UserError("build-engine needs --int8 (the INT8 engine), --fp16 (the FP16 twin), or both")
-    if batch:
-        min_batch, opt_batch, max_batch = parse_batch_profile(batch)
-    kinds = [k for k, on in (("int8", int8), ("fp16", fp16)) if on]
-    from ..deploy.bundle import load_bundle
-    from ..runtime.trt_engine import builder_setup
+    build_engines(bundle, int8=int8, fp16=fp16, workspace_gb=workspace_gb, batch=batch, min_batch=min_batch, opt_batch=opt_batch,
+                  max_batch=max_batch, timing_cache=timing_cache, tf32=tf32, validate=validate, data=data,
+                  show=lambda r: emit(r, json_out, _human))
 
-    graphs = load_bundle(bundle).graphs  # a wrong or edited bundle is said before a missing TensorRT
-    trt = require_tensorrt()  # the install hint before anything slow
-    for kind in kinds:  # refuse what this TensorRT cannot build before building anything
-        builder_setup(trt.__version__, kind, graphs)
-    options = [BuildOptions(engine=k, workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch,
-                            max_batch=max_batch, timing_cache=str(timing_cache) if timing_cache else None, tf32=tf32)
-               for k in kinds]
-    engines = []
-    for opts in options:
-        entry = build(bundle, opts)
-        engines.append({"engine": entry, **({"validation": _validate(bundle, entry, data)} if validate else {})})
-    # engine/validation: the first (INT8 where built), as before; engines: every one
-    result = {"bundle": str(bundle), **engines[0], "engines": engines}
-    emit(result, json_out, lambda r: "; ".join(
-        f"wrote {bundle / e['engine']['path']} ({e['engine']['gpu']}, TensorRT {e['engine']['tensorrt']}, {e['engine']['precision']} "
+
+def _human(r: dict) -> str:
+    return "; ".join(
+        f"wrote {Path(r['bundle']) / e['engine']['path']} ({e['engine']['gpu']}, TensorRT {e['engine']['tensorrt']}, {e['engine']['precision']} "
         f"from {e['engine']['graph']}, {e['engine']['build_seconds']} s)"
-        + (f", validation passed={e['validation'].get('passed')}" if e.get("validation") else "") for e in r["engines"]))
-    failed = [e for e in engines if e.get("validation", {}).get("passed") is False]
-    if failed:
-        from ..errors import CheckFailed
-
-        raise CheckFailed(f"engine {failed[0]['engine']['path']} does not match the PyTorch reference: {failed[0]['validation']}")
-
-
-def _validate(bundle: Path, entry: dict, data: str | None) -> dict:
-    """The export engineer's validation (same as `validate --backend trt`)."""
-    from ..runtime.validate import validate_bundle
-
-    return validate_bundle(bundle, backend="trt", data=data, precision=entry["precision"], engine_path=entry["path"])
+        + (f", validation passed={e['validation'].get('passed')}" if e.get("validation") else "") for e in r["engines"])

@@ -35,7 +35,7 @@ def eval_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-1/top-5 accuracy on the test split of --data."""
-    from ..evaluate import EvalRequest, evaluate
+    from ..tasks.evaluate import EvalRequest, evaluate
 
     result = evaluate(
         EvalRequest(

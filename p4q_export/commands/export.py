@@ -42,11 +42,11 @@ def export(
 
     OUT/deploy/ is what a device needs (copy it alone: predict, bench and build-engine take it);
     OUT/validation/ holds what only validate reads. Every command takes OUT or OUT/deploy."""
-    from ..deploy.export_bundle import export_bundle
+    from ..tasks.export import export_to_bundle
 
-    result = export_bundle(source, out, profile=profile, data=data, calib_images=calib_images,
-                           uint8_input=uint8_input, with_embedding=embedding, force=force,
-                           device=device, workers=workers, keep_fp=keep_fp or None, precision=precision)
+    result = export_to_bundle(source, out, profile=profile, data=data, calib_images=calib_images, uint8_input=uint8_input,
+                              embedding=embedding, keep_fp=keep_fp, precision=precision, force=force, device=device,
+                              workers=workers)
     emit(result, json_out, lambda d: f"wrote {d['out']}: profile {d['profile']}, {d['precision']} deploy graph "
          f"({', '.join(d['graphs'].values())}), {d['tower_family']} tower: {d['quantized_layers']} INT8 layers, "
          f"{100 * d['int8_mac_fraction']:.1f}% of its MACs in INT8, "

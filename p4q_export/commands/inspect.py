@@ -3,15 +3,13 @@ a plot, and `--suggest K` layers to keep in floating point."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..config import CALIB_IMAGES
-from ..errors import UserError
-from ..progress import log, pct
+from ..progress import pct
 from ..quant import profiles
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
 
@@ -22,8 +20,6 @@ def _interval(r: dict) -> str:
 
 
 def _table(report: dict, top: int) -> str:
-    from ..inspecting import rank
-
     acc = "top1_quantized" in report
     lines = []
     if acc:
@@ -32,7 +28,8 @@ def _table(report: dict, top: int) -> str:
         lines.append(f"top-1 on the {sel['n_select']} selection images: FP {pct(report['top1_fp'])}, quantized {pct(report['top1_quantized'])}")
     head = f"{'rank':>4}  {'layer':<44} {'tower':<5} {'SQNR dB':>8} {'cosine':>8} {'max|x|':>8} {'max/p99.9':>9} {'ch spread':>9}"
     lines.append(head + ("  KL cut  keep-FP gain (95% interval)" if acc else ""))
-    rows = rank(report["layers"], report.get("selection", {}).get("by", "top1"))
+    by_name = {r["name"]: r for r in report["layers"]}
+    rows = [by_name[n] for n in report["ranking"]]  # worst first, as the report ranks them
     for i, r in enumerate(rows[: top or None], 1):
         line = (f"{i:>4}  {r['name']:<44} {r['tower']:<5} {r['sqnr_db']:>8.2f} {r['cosine']:>8.4f} {r['in_max']:>8.3g} "
                 f"{r['outlier_ratio']:>9.1f} {r['channel_spread']:>9.1f}")
@@ -102,23 +99,13 @@ def inspect(
     json_out: JsonOpt = False,
 ) -> None:
     """Rank the quantized layers by the harm they do (SQNR, activation ranges, top-1 when kept FP)."""
-    from ..inspecting import InspectRequest, inspect_layers, write_plot
-    from ..manifest import write_json_atomic
-    from ..outdir import check_writable
+    from ..tasks.inspecting import InspectRequest, inspect_layers
 
-    if out is not None:
-        if out.is_dir():
-            raise UserError(f"--out {out} is a folder: give the report's file name, e.g. {out / 'inspect.json'}")
-        check_writable(out.parent, "inspect report")  # before minutes of measuring, not after
     report = inspect_layers(InspectRequest(
         target=target, data=data, quant=quant, bits=bits, quantize_text=quantize_text, act_observer=act_observer,
         weight_observer=weight_observer, calib_images=calib_images, stats_images=stats_images, limit=limit,
         accuracy=accuracy, accuracy_top=accuracy_top, alone=alone, suggest=suggest, device=device, workers=workers,
         batch_size=batch_size, select_by=select_by, select_on=select_on, verify=verify,
-        verify_limit=verify_limit,
+        verify_limit=verify_limit, out=out,
     ))
-    if out is not None:
-        report["plot"] = str(write_plot(report, out.with_suffix(".png")))
-        write_json_atomic(out, json.loads(json.dumps(report, default=str)))
-        log(f"wrote {out} and {report['plot']}")
     emit(report, json_out, lambda r: _table(r, top))

@@ -20,8 +20,8 @@ def predict(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-k labels and softmax scores for each image."""
-    from ..runtime.predict import predict_files
+    from ..tasks.predict import predict_images
 
-    r = predict_files(bundle, images, top_k=top_k, backend=backend, device=device)
+    r = predict_images(bundle, images, top_k=top_k, backend=backend, device=device)
     emit(r, json_out, lambda d: "\n".join(
         f"{p['file']}: " + ", ".join(f"{l} {s:.3f}" for l, s in zip(p["labels"], p["scores"])) for p in d["predictions"]))

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..config import PretrainRecipe, load_recipe
-from ..outdir import check_out
 from ..progress import pct
 from ._common import DeviceOpt, JsonOpt, emit
 
@@ -22,14 +20,8 @@ def pretrain(
     json_out: JsonOpt = False,
 ) -> None:
     """Pretrain a small CLIP from scratch with caption templates (reuses OUT if it matches the recipe)."""
-    from ..devices import resolve_device
-    from ..models.pretrain import cached_pretrain
-    from ..models.testbed import testbed_dir
+    from ..tasks.pretrain import pretrain_testbed
 
-    r = load_recipe(recipe, set_, PretrainRecipe)
-    out = out or testbed_dir(r)
-    check_out(out, "model", force=True)  # only a model pretrain wrote is ever replaced
-    manifest, reused = cached_pretrain(r, out, force=force, device=resolve_device(device))
-    result = {"out": str(out), "reused": reused, "seconds": manifest["seconds"], "accuracy": manifest["accuracy"]}
-    emit(result, json_out, lambda d: f"{'reused' if reused else 'wrote'} {out}: zero-shot "
+    result = pretrain_testbed(recipe, set_, out=out, force=force, device=device)
+    emit(result, json_out, lambda d: f"{'reused' if d['reused'] else 'wrote'} {d['out']}: zero-shot "
          + ", ".join(f"{k} top-1 {pct(v['top1'])}" for k, v in d["accuracy"].items()))

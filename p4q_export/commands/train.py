@@ -6,23 +6,13 @@ Resumes from RUN/checkpoint.pt when it exists (same command after an interruptio
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..config import TrainRecipe, comma_list, load_recipe
-from ..errors import UserError
 from ..progress import pct
 from ._common import AmpOpt, DeviceOpt, JsonOpt, WorkersOpt, emit, set_interrupt_note
-
-
-def _parse_seeds(text: str) -> list[int]:
-    parts = comma_list(text, "--seeds", "1,2,3")
-    if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
-        raise UserError(f"--seeds expects integers joined by commas (e.g. 1,2,3), got '{text}'")
-    return [int(p) for p in parts]
 
 
 def _human(d: dict) -> str:
@@ -48,26 +38,10 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train P4Q prompts + QAdapter on a quantized CLIP (or CoOp on the FP one); resumes after interruptions."""
-    from ..p4q.distributed import shutdown_distributed
-    from ..p4q.trainer import train_run
+    from ..tasks.train import train_recipe
 
-    overrides = list(set_ or [])
-    if method is not None:
-        overrides.append(f"method={method}")
-    if shots is not None:
-        overrides.append(f"shots={shots}")
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    if amp:
-        overrides.append("amp=true")
-    r = load_recipe(recipe, overrides, TrainRecipe)
-    if seeds is not None:
-        r.seeds = _parse_seeds(seeds)
     set_interrupt_note(f"{out} keeps the checkpoint of the last finished epoch, if any: the same command resumes from there")
-    try:
-        metrics = train_run(r, out, force=force, device=device, workers=workers)
-    finally:
-        shutdown_distributed()
-    if metrics is None:  # a non-zero torchrun rank: rank 0 reports
-        return
-    emit({**metrics, "out": str(out)}, json_out, _human)
+    result = train_recipe(out, recipe=recipe, overrides=set_, method=method, shots=shots, seed=seed, seeds=seeds, force=force,
+                          device=device, workers=workers, amp=amp)
+    if result is not None:  # None on a non-zero torchrun rank: rank 0 reports
+        emit(result, json_out, _human)

@@ -7,32 +7,18 @@ from typing import Annotated
 
 import typer
 
-from ..errors import CheckFailed, UserError
 from ..progress import log, pct
 from ..registry import or_list
-from ..runtime.backends import backend_specs, choices_help, compared_specs
+from ..runtime.backends import choices_help, compared_specs
+from ..tasks.validate import ORT, ort_modes
 from ._common import DataOpt, DeviceOpt, JsonOpt, WorkersOpt, emit
-
-ORT = "ort"  # --backend ort: ONNX Runtime in --ort-mode; ort-MODE names the mode
-
-
-def _ort_modes() -> dict[str, str]:
-    """--ort-mode → the backend it picks (each backend's `ort_mode`)."""
-    return {s.ort_mode: s.name for s in backend_specs() if s.ort_mode}
-
-
-def _choices() -> dict[str, str]:
-    """--backend (other than plain `ort`) → the backend it runs."""
-    choices = {s.name: s.name for s in compared_specs()}
-    choices.update({f"{ORT}-{mode}": name for mode, name in _ort_modes().items()})
-    return choices
 
 
 def validate(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An exported bundle directory.")],
     backend: Annotated[str, typer.Option("--backend", help=f"{choices_help(compared_specs())}. {ORT} alone runs in --ort-mode, "
                                          f"{ORT}-MODE in that mode.")] = ORT,
-    ort_mode: Annotated[str, typer.Option("--ort-mode", help=or_list(f"{mode} (as {name})" for mode, name in _ort_modes().items())
+    ort_mode: Annotated[str, typer.Option("--ort-mode", help=or_list(f"{mode} (as {name})" for mode, name in ort_modes().items())
                                           + "; use fast with ort-x86 bundles.")] = "exact",
     data: DataOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Validate on N images (every k-th of the test split).")] = None,
@@ -50,30 +36,17 @@ def validate(
 
     The cosine that gates is the image embedding's where the bundle has that output (the default
     export), else the logits'. Top-1 agreement leaves out the images the reference ties."""
-    from ..runtime.validate import validate_bundle
+    from ..tasks.validate import validate_backend
 
-    backend = _resolve_backend(backend, ort_mode)
-    r = validate_bundle(bundle, backend, data, limit, cosine_min, top1_agreement_min, tie_cosine, device=device, workers=workers,
-                        precision=precision)
+    validate_backend(bundle, backend=backend, ort_mode=ort_mode, data=data, limit=limit, cosine_min=cosine_min,
+                     top1_agreement_min=top1_agreement_min, tie_cosine=tie_cosine, precision=precision, device=device,
+                     workers=workers, show=lambda r: _show(r, json_out))
+
+
+def _show(r: dict, json_out: bool) -> None:
     emit(r, json_out, lambda d: f"{'PASSED' if d['passed'] else 'FAILED'} {d['backend']} {d['precision']} vs torch on {d['n']} images: "
          f"{d['compared']} cosine min {d['cosine_min']:.6f} mean {d['cosine_mean']:.6f}, "
          f"top-1 agreement {pct(d['top1_agreement'])} ({d['ties']} ties left out; {pct(d['top1_agreement_all'])} on all), "
          f"max |diff| {d['max_abs_diff']:.4g}; top-1 {pct(d['accuracy'][d['backend']]['top1'])} vs torch {pct(d['accuracy']['torch']['top1'])}")
     if r.get("report_file"):
         log(f"wrote {r['report_file']}")
-    if not r["passed"]:
-        t = r["thresholds"]
-        raise CheckFailed(f"{r['backend']} does not match the reference: {r['compared']} cosine_min {r['cosine_min']:.6f} (need {t['cosine_min']}), "
-                          f"top-1 agreement {pct(r['top1_agreement'])} (need {pct(t['top1_agreement_min'])})")
-
-
-def _resolve_backend(backend: str, ort_mode: str) -> str:
-    modes = _ort_modes()
-    if ort_mode not in modes:
-        raise UserError(f"--ort-mode must be {or_list(sorted(modes))}, got '{ort_mode}'")
-    if backend == ORT:
-        return modes[ort_mode]
-    choices = _choices()
-    if backend not in choices:
-        raise UserError(f"unknown --backend '{backend}' (expected {or_list(sorted({ORT, *choices}))})")
-    return choices[backend]

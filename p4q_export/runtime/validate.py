@@ -142,8 +142,8 @@ def validate_bundle(bundle_dir: Path | str, backend: str = DEFAULT, data: str | 
                     write: bool = True, device: str = "cpu", workers: int | None = None, precision: str | None = None,
                     **runner_opts) -> dict:
     """Returns the report (key `passed`); writes BUNDLE/validation.json (validation.<precision>.json
-    for a graph other than the deploy graph). Raising on failure is the caller's choice (the CLI
-    raises CheckFailed after printing the report). `device` is where the PyTorch reference runs
+    for a graph other than the deploy graph). Raising on failure is the caller's choice (the validate
+    task raises CheckFailed after the report is printed). `device` is where the PyTorch reference runs
     (FP32 there too: see devices.py). `precision` picks the graph (default: the deploy graph); a
     quantized graph is compared with the fake-quant reference, the FP16/FP32 twins with the same
     network with its quantizers off."""

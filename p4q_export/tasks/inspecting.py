@@ -12,6 +12,7 @@ no image forward and vice versa.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
+from ..progress import log, pct
 from .evaluate import QuantTarget, ptq_of
-from .progress import log, pct
 
 
 @dataclass
@@ -37,6 +38,7 @@ class InspectRequest(QuantTarget):
     alone: bool = False  # also top-1 with each layer quantized alone
     suggest: int = 0
     batch_size: int = 250
+    out: Path | None = None  # the report JSON, with the plot beside it (.png)
 
 
 class _Scorer:
@@ -53,7 +55,7 @@ class _Scorer:
         self.evaluations = 0
 
     def logits(self, mode: str, changed: frozenset) -> torch.Tensor:
-        from .data.loader import tensor_batches
+        from ..data.loader import tensor_batches
 
         vis = (mode, frozenset(n for n in changed if n not in self.text_names))
         txt = (mode, frozenset(n for n in changed if n in self.text_names))
@@ -68,10 +70,10 @@ class _Scorer:
 
 
 def _model_target(req: InspectRequest, device):
-    from .data import calibration_indices, image_batches, templates_for
-    from .models import load_model
-    from .models.zeroshot import zero_shot_classifier
-    from .quant.ptq import caption_tokens
+    from ..data import calibration_indices, image_batches, templates_for
+    from ..models import load_model
+    from ..models.zeroshot import zero_shot_classifier
+    from ..quant.ptq import caption_tokens
 
     if ":" not in req.target and ("/" in req.target or req.target.startswith(".")) and not Path(req.target).exists():
         raise UserError(f"{req.target} not found (inspect takes a MODEL or a RUN directory)")
@@ -98,9 +100,9 @@ def _model_target(req: InspectRequest, device):
 
 
 def _run_target(req: InspectRequest, device):
-    from .data import calibration_indices, image_batches, load_dataset
-    from .p4q.run import load_run
-    from .quant.ptq import caption_tokens
+    from ..data import calibration_indices, image_batches, load_dataset
+    from ..p4q.run import load_run
+    from ..quant.ptq import caption_tokens
 
     if req.quant or req.bits or req.quantize_text or req.act_observer or req.weight_observer:
         raise UserError("a RUN is inspected with the quantization it was trained with: drop --quant/--bits/--quantize-text/observers")
@@ -116,8 +118,8 @@ def _run_target(req: InspectRequest, device):
     tokens = caption_tokens(run.loaded, calib) if r.quantize_text else None
     info = {"profile": run.profile.name, "bits": run.profile.bits, "quantize_text": r.quantize_text, "keep_fp": list(r.keep_fp)}
     if data == r.data:  # the training shots of every seed are not held out either
-        from .data import few_shot_indices
-        from .p4q.recipe import seed_list
+        from ..data import few_shot_indices
+        from ..p4q.recipe import seed_list
 
         used = np.concatenate([used, *(few_shot_indices(calib.labels, r.shots, s) for s in seed_list(r))])
         train = calib
@@ -127,11 +129,18 @@ def _run_target(req: InspectRequest, device):
 
 
 def inspect_layers(req: InspectRequest) -> dict:
-    from .data import parse_spec
-    from .devices import describe_device, resolve_device
-    from .p4q.run import is_run_dir
-    from .quant import inspect as qi
+    """The ranked per-layer report; with `req.out`, also written there with its plot."""
+    from ..data import parse_spec
+    from ..devices import describe_device, resolve_device
+    from ..manifest import write_json_atomic
+    from ..outdir import check_writable
+    from ..p4q.run import is_run_dir
+    from ..quant import inspect as qi
 
+    if req.out is not None:
+        if req.out.is_dir():
+            raise UserError(f"--out {req.out} is a folder: give the report's file name, e.g. {req.out / 'inspect.json'}")
+        check_writable(req.out.parent, "inspect report")  # before minutes of measuring, not after
     if req.data:
         parse_spec(req.data)
     if req.suggest < 0 or req.accuracy_top < 0 or req.stats_images < 1:
@@ -168,6 +177,10 @@ def inspect_layers(req: InspectRequest) -> dict:
     out["layers"] = rows
     out["device"] = describe_device(device)
     out["timings"] = {**timings, "total_s": round(time.perf_counter() - started, 2)}
+    if req.out is not None:
+        out["plot"] = str(write_plot(out, req.out.with_suffix(".png")))
+        write_json_atomic(req.out, json.loads(json.dumps(out, default=str)))
+        log(f"wrote {req.out} and {out['plot']}")
     return out
 
 
@@ -188,14 +201,14 @@ def heldout_samples(n: int, used: np.ndarray, limit: int, seed: int = 1) -> tupl
 
 
 def _images(ds, loaded, req, device):
-    from .data import image_batches
+    from ..data import image_batches
 
     images = torch.cat(list(image_batches(ds, loaded.preprocess, req.batch_size, device, workers=req.workers)))
     return images, torch.from_numpy(np.asarray(ds.labels))
 
 
 def _measured_setting(score, mode: str, kept) -> torch.Tensor:
-    from .quant import inspect as qi
+    from ..quant import inspect as qi
 
     with qi.layers_in_fp(score.model, kept):
         return score.logits(mode, frozenset(kept))
@@ -204,11 +217,11 @@ def _measured_setting(score, mode: str, kept) -> torch.Tensor:
 def _accuracy_effects(req, model, loaded, device, data, heldout, names, rows, image_feats, class_emb) -> dict:
     """Per-layer keep-FP effects with their intervals, the greedy suggestion, its expected recovery
     on a second held-out sample and, with verify, its recovery on the test split."""
-    from .data import load_dataset
-    from .data.samplers import eval_subset
-    from .quant import inspect as qi
-    from .quant import sensitivity as sv
-    from .quant.clip import text_layer_names
+    from ..data import load_dataset
+    from ..data.samplers import eval_subset
+    from ..quant import inspect as qi
+    from ..quant import sensitivity as sv
+    from ..quant.clip import text_layer_names
 
     train, used = heldout
     used = np.unique(np.asarray(used, dtype=np.int64))
@@ -284,10 +297,10 @@ def _suggestion(req, model, loaded, device, kept, steps, estimate_ds, selection_
     """The suggestion with its expected recovery (on the estimation sample; `selection_score` where
     that is the selection sample itself, whose settings are scored already) and, with verify, its
     recovery measured on the test split."""
-    from .data import load_dataset
-    from .data.samplers import eval_subset
-    from .quant import inspect as qi
-    from .quant import sensitivity as sv
+    from ..data import load_dataset
+    from ..data.samplers import eval_subset
+    from ..quant import inspect as qi
+    from ..quant import sensitivity as sv
 
     def recovery_on(ds, score=None) -> sv.Recovery:
         if score is None:

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import torch
 
-from .config import CALIB_IMAGES, CALIB_SEED
-from .data import (
+from ..config import CALIB_IMAGES, CALIB_SEED
+from ..data import (
     dataset_templates,
     image_batches,
     load_dataset,
     parse_spec,
     with_prompts,
 )
-from .data.samplers import eval_subset
-from .deploy.bundle import is_bundle
-from .devices import describe_device, peak_gpu_memory_mb, resolve_device
-from .errors import UserError
-from .models import load_model
-from .models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
-from .runtime.backends import DEFAULT, find_backend
+from ..data.samplers import eval_subset
+from ..deploy.bundle import is_bundle
+from ..devices import describe_device, peak_gpu_memory_mb, resolve_device
+from ..errors import UserError
+from ..models import load_model
+from ..models.zeroshot import encode_images, topk_accuracy, zero_shot_classifier
+from ..runtime.backends import DEFAULT, find_backend
 
 
 @dataclass
@@ -48,8 +48,8 @@ class QuantTarget:
 def ptq_of(req: QuantTarget, loaded, keep_fp: list[str] | None = None):
     """(quantized model, PTQ info, the train split it calibrated on) for `req`'s --quant options;
     the calibration list goes to a temporary directory: eval and inspect write nothing."""
-    from .quant import get_profile
-    from .quant.ptq import build_ptq_model
+    from ..quant import get_profile
+    from ..quant.ptq import build_ptq_model
 
     profile = get_profile(req.quant, req.bits, w_observer=req.weight_observer, a_observer=req.act_observer)
     calib = with_prompts(load_dataset(req.data, split="train"), req.prompts)  # text calibration asks as train does
@@ -74,13 +74,13 @@ def evaluate(req: EvalRequest) -> dict:
         parse_spec(req.data)  # fail on a bad SPEC before loading anything
     target = Path(req.target)
     if is_bundle(target):
-        from .runtime.validate import evaluate_bundle
+        from ..runtime.validate import evaluate_bundle
 
         if req.amp or req.keep_fp:
             raise UserError(f"{'--amp' if req.amp else '--keep-fp'} applies to a MODEL; a bundle runs as exported")
         return evaluate_bundle(target, req.data, backend=req.backend or DEFAULT, limit=req.limit or None,
                                workers=req.workers, device=req.device)
-    from .p4q.run import is_run_dir
+    from ..p4q.run import is_run_dir
 
     is_run = target.is_dir() and is_run_dir(target)
     if req.amp and (req.quant or is_run):
@@ -131,7 +131,7 @@ def _evaluate_model(req: EvalRequest, device: torch.device) -> tuple[dict, float
 
 
 def _evaluate_run(run_dir: Path, req: EvalRequest, device: torch.device) -> tuple[dict, float]:
-    from .p4q.run import load_run
+    from ..p4q.run import load_run
 
     run = load_run(run_dir, device=device)
     data = req.data or run.recipe.data
