@@ -24,8 +24,6 @@ from p4q_export.quant import (
     quantize_clip,
 )
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def vit_b32():

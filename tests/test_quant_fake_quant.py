@@ -9,7 +9,6 @@ import torch
 from p4q_export.errors import UserError
 from p4q_export.quant import FakeQuantizer, fake_quantize_reference, quant_range
 
-torch.set_num_threads(1)
 ALL_BITS = list(range(2, 9))
 
 

@@ -9,8 +9,6 @@ from p4q_export.errors import UserError
 from p4q_export.quant import FakeQuantizer, get_profile
 from p4q_export.quant.observers import make_observer
 
-torch.set_num_threads(1)
-
 
 def test_minmax_accumulates_over_batches_per_channel():
     obs = make_observer("minmax", per_channel=True, axis=-1)

@@ -27,7 +27,6 @@ from p4q_export.quant import (
 )
 from p4q_export.quant.ptq import build_ptq_model
 
-torch.set_num_threads(1)
 N_EVAL = 2000
 
 
