@@ -9,6 +9,8 @@ FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 # the glyph corpus's fonts and CLDR names: the one list is p4q_export/data/glyph_packages.txt
 GLYPH_PKGS := $(shell sed -e 's/\#.*//' p4q_export/data/glyph_packages.txt | awk 'NF {print $$1}')
 PYTEST_ARGS ?=
+# test files run in parallel, one per core up to 4 (a file's fixtures stay in one worker)
+PYTEST_PARALLEL ?= -n $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 ))) --dist loadfile
 # errors only: one line per setup step (pip's warnings about a machine's own index settings are noise here)
 PIP_QUIET := -qq --disable-pip-version-check --root-user-action=ignore
 BENCH_SCALE_ARGS ?=
@@ -44,17 +46,17 @@ pretrain: setup
 	$(CLI) pretrain --recipe recipes/glyphs-pretrain.yaml --out out/pretrain/glyphs
 	$(PY) scripts/ship_testbeds.py --check testbed=out/pretrain/testbed glyphs=out/pretrain/glyphs
 
-# Every tier but `full` (end-to-end reproductions, about 5 min more): make test-full
-# runs those, make test-all both. The tensorrt and gpu tests skip where there is none.
+# Every tier but `slow` and `full` (second proofs and end-to-end reproductions, about 8 min more):
+# make test-full runs those, make test-all both. The tensorrt and gpu tests skip where there is none.
 test: setup lint
-	@echo "tests: pytest -m 'not full' (make test-full runs the rest; the slowest 15 are listed at the end)"
-	@$(VENV)/bin/pytest -q -rs --durations=15 -m "not full" $(PYTEST_ARGS)
+	@echo "tests: pytest -m 'not slow and not full' (make test-full runs the rest; the slowest 15 are listed at the end)"
+	@$(VENV)/bin/pytest -q -rs --durations=15 -m "not slow and not full" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-full: setup
-	@$(VENV)/bin/pytest -q -rs --durations=15 -m full $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -q -rs --durations=15 -m "slow or full" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-all: setup lint
-	@$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -q -rs --durations=15 $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 bench: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m benchmarks.make_bench

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from forked_cli import ForkedCli
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("P4Q_NO_PROGRESS", "1")
@@ -36,18 +37,26 @@ def random_testbed_bundle(tmp_path_factory) -> Path:
     return out
 
 
+_FORKED = ForkedCli(REPO)
+
+
 def run_cli(*args: str, check: bool = False, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a subprocess (stdout = JSON, stderr = logs)."""
+    """Run the real console entry point in a child process (stdout = JSON, stderr = logs): a fork
+    of a server that has imported the CLI already (forked_cli.py), or with
+    P4Q_TEST_FRESH_PROCESSES=1 a fresh interpreter."""
     full_env = {**os.environ, "P4Q_NO_PROGRESS": "1", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "p4q_export.cli", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        cwd=REPO,
-    )
+    if os.environ.get("P4Q_TEST_FRESH_PROCESSES", "") in ("", "0"):
+        proc = _FORKED.run(list(args), full_env, timeout)
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "p4q_export.cli", *args],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            cwd=REPO,
+        )
     if check and proc.returncode != 0:
         raise AssertionError(f"p4q-export {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
@@ -56,3 +65,7 @@ def run_cli(*args: str, check: bool = False, timeout: int = 900, env: dict | Non
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _FORKED.close()

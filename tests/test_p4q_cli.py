@@ -184,6 +184,7 @@ def test_kill_during_epoch_two_then_resume(testbed_model, reference, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_matches_one_process(testbed_model, reference, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),

@@ -266,6 +266,7 @@ def test_keep_fp_leaves_convolutions_in_floating_point_and_the_lint_agrees(tmp_p
     assert {module_of(n) for n in report.quantized_layers} == layers
 
 
+@pytest.mark.slow
 def test_rounding_ties_explain_the_flips_and_a_real_difference_is_still_found(tmp_path):
     """EVA02 (tiny, random weights): ORT exact and the fake-quant reference round a few
     pre-quantization values to neighbouring codes, which compounds through the blocks. Replayed

@@ -98,6 +98,7 @@ def test_trained_run_bundle_reproduces_run_accuracy(testbed_model, tmp_path, cli
     assert abs(top1 - trained) <= 0.005, (top1, trained)
 
 
+@pytest.mark.slow
 def test_ort_x86_run_keeps_7_bit_adapter_weights_and_passes_the_fast_path(testbed_model, tmp_path, cli, repo_root):
     """`adapter_bits: 8` must not give an ort-x86 bundle full-range INT8 adapter weights (the ones
     that saturate ORT's u8s8 kernels on CPUs without VNNI): the profile's 7-bit grid caps them."""
