@@ -159,7 +159,9 @@ def ensure_dataset(root: Path | str, params: DataParams, workers: int | None = N
         if workers == 1:
             total = sum(map(_write_chunk, chunks))
         else:
-            with get_context("fork").Pool(workers) as pool:
+            # spawn, not fork: a fork of a process with threads (torch's, ONNX Runtime's, a test
+            # runner's) can inherit a held lock and hang in its first malloc
+            with get_context("spawn").Pool(workers) as pool:
                 total = sum(pool.imap_unordered(_write_chunk, chunks))
         summary = {"files": len(jobs), "bytes": total, "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / PARAMS_FILE).write_text(json.dumps(wanted, indent=2) + "\n")
