@@ -121,18 +121,16 @@ def main() -> None:
         sys.exit(130)
     except (Interrupted, KeyboardInterrupt) as exc:
         _interrupted(exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
-    except OSError as exc:
+    except Exception as exc:
+        # native code (a C++ writer) may turn the handler's raise into its own error: still an interrupt
         if pending_signal() is not None:
             _interrupted(pending_signal())
+        if not isinstance(exc, OSError):
+            raise
         # a read-only or full disk, a vanished folder: one line, nothing half-written (staging dirs are removed)
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         sys.exit(2)
-    except Exception:
-        # native code (a C++ writer) may turn the handler's raise into its own error: still an interrupt
-        if pending_signal() is not None:
-            _interrupted(pending_signal())
-        raise
     # typer returns (not raises) the exit code of a typer.Exit in non-standalone mode
     if isinstance(rc, int) and rc:
         sys.exit(rc)

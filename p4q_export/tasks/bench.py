@@ -20,7 +20,7 @@ def bench_bundle(bundle: Path, *, device: str, host: str | None, batch: str, ite
         from ..bench.trt_timing import find_trtexec
 
         find_trtexec(trtexec)  # a wrong path is bad input before any timing
-    parse_backends(backends)  # reject typos before any ssh or model work
+    backend_list = parse_backends(backends)  # reject typos before any ssh or model work
     report_dir = Path(out or Path(bundle) / "bench")
     check_writable(report_dir, "benchmark report")  # before the benchmark runs, not after
     if host:
@@ -32,7 +32,7 @@ def bench_bundle(bundle: Path, *, device: str, host: str | None, batch: str, ite
                               trtexec=trtexec, **({"remote_root": remote_dir} if remote_dir else {}))
     else:
         report = run_bench(BenchRequest(bundle=bundle, device=device, batches=batches, iterations=iterations, warmup=warmup,
-                                        backends=parse_backends(backends), threads=threads, build_engines=build_engines,
+                                        backends=backend_list, threads=threads, build_engines=build_engines,
                                         include_copy=include_copy, trtexec=trtexec))
     report["report_files"] = write_report(report, report_dir)
     return report
